@@ -1,0 +1,88 @@
+"""`python -m comfy_remote_exec.worker`: serve the job API in front of a local ComfyUI.
+
+Arguments after `--` go to ComfyUI itself (for example `-- --cpu`). The URL
+is printed once ComfyUI is healthy and the API accepts jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from ..discovery import ComfyUINotFound, find_comfyui
+from .app import Worker, WorkerConfig, token_from_env
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    comfy_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, comfy_args = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(prog="python -m comfy_remote_exec.worker",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", help="ComfyUI install (else COMFYUI_PATH, "
+                        "~/comfy/ComfyUI, ~/ComfyUI)")
+    parser.add_argument("--python", help="ComfyUI's Python (else its .venv/ or venv/)")
+    parser.add_argument("--base-dir", required=True, type=Path,
+                        help="ComfyUI --base-directory for the worker: models, inputs, outputs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8288)
+    parser.add_argument("--token-env", help="name of the env var holding the bearer token")
+    parser.add_argument("--comfy-port", type=int, default=0,
+                        help="port of the worker's own ComfyUI (default: a free one)")
+    parser.add_argument("--blob-dir", type=Path,
+                        help="content-addressed input cache (default: under --base-dir)")
+    parser.add_argument("--allow-private-urls", action="store_true",
+                        help="let media URLs and webhooks reach loopback/private addresses")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    args.comfy_args = comfy_args
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    install = find_comfyui(args.comfyui, args.python)
+    worker = Worker(WorkerConfig(
+        install=install, base_dir=args.base_dir, token=token_from_env(args.token_env),
+        comfy_args=args.comfy_args, comfy_port=args.comfy_port, blob_dir=args.blob_dir,
+        allow_private_urls=args.allow_private_urls))
+    await worker.start()
+    runner = web.AppRunner(worker.app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else args.port
+    print(f"comfy-remote-exec worker ready at http://{args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(args))
+    except ComfyUINotFound as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Assemble the worker: ComfyUI process, runner, job service and HTTP app.
+
+`Worker` is the one object a host needs: `await worker.start()` brings up
+ComfyUI and the runner, `worker.app` is the aiohttp application to serve, and
+`await worker.stop()` tears everything down. The RunPod handler uses the same
+pieces without the HTTP app.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from ..discovery import ComfyInstall
+from ..protocol import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS
+from .api import DIRS, SERVICE, add_routes, auth_middleware, error_middleware
+from .blobs import BlobStore
+from .comfy_process import ComfyProcess, ComfyProcessConfig
+from .compat import add_compat_routes
+from .jobs import JobStore
+from .outputs import ComfyDirs
+from .runner import Runner
+from .service import JobService
+
+# A job body may carry MAX_MEDIA_ITEMS files of MAX_MEDIA_BYTES each, base64-encoded.
+MAX_BODY = MAX_MEDIA_ITEMS * MAX_MEDIA_BYTES * 4 // 3 + 16 * 1024 * 1024
+
+
+@dataclass
+class WorkerConfig:
+    install: ComfyInstall
+    base_dir: Path
+    token: str | None = None
+    comfy_args: list[str] = field(default_factory=list)
+    comfy_port: int = 0
+    state_dir: Path | None = None
+    blob_dir: Path | None = None
+    allow_private_urls: bool = False
+    max_media_bytes: int = MAX_MEDIA_BYTES
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, http: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        base = config.base_dir.resolve()
+        state = config.state_dir or base / "remote_exec"
+        self.dirs = ComfyDirs(base)
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        self.blobs = BlobStore(config.blob_dir or state / "blobs")
+        self.service = JobService(JobStore(state / "jobs"), self.blobs, self.http,
+                                  allow_private_urls=config.allow_private_urls,
+                                  max_media_bytes=config.max_media_bytes)
+        self.process = ComfyProcess(ComfyProcessConfig(
+            install=config.install, base_dir=base, port=config.comfy_port,
+            extra_args=config.comfy_args))
+        self.runner = Runner(self.process, self.dirs, self.blobs, self.service)
+        self.service.attach(self.runner)
+        self.app = self.build_app()
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[
+            error_middleware, auth_middleware(self.config.token)])
+        app[SERVICE] = self.service
+        app[DIRS] = self.dirs
+        routes = web.RouteTableDef()
+        add_routes(routes)
+        add_compat_routes(routes)
+        app.add_routes(routes)
+        return app
+
+    async def start(self) -> None:
+        self.dirs.base.mkdir(parents=True, exist_ok=True)
+        await self.runner.start()
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        await self.service.close()
+        await self.http.aclose()
+
+
+def token_from_env(name: str | None) -> str | None:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"--token-env {name}: that environment variable is empty or unset")
+    return value

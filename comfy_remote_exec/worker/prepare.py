@@ -1,0 +1,124 @@
+"""Turn a submitted job into the prompt the worker's ComfyUI will run.
+
+Three steps, all pure apart from reading model lists:
+- apply `inputs` overrides to the workflow, refusing unknown node ids;
+- point every reference to a shipped media file at the job's own input folder
+  (`remote_exec/<job>/<name>`, keeping ComfyUI's ` [input]` annotation), so
+  concurrent and successive jobs never see each other's inputs;
+- after ComfyUI refuses a prompt, add to a missing-model error the model
+  folder and what the worker actually has in it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..errors import BadRequest
+from ..protocol import InputOverride
+
+JOB_INPUT_ROOT = "remote_exec"
+ANNOTATIONS = (" [input]", " [output]", " [temp]")
+MODEL_EXTS = {".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".gguf",
+              ".onnx", ".pkl"}
+# The model folder behind the common loader fields, where the option list
+# alone cannot tell (two empty folders look the same).
+FIELD_FOLDERS = {
+    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae",
+    "clip_name": "text_encoders", "clip_name1": "text_encoders",
+    "clip_name2": "text_encoders", "unet_name": "diffusion_models",
+    "control_net_name": "controlnet", "style_model_name": "style_models",
+    "upscale_model": "upscale_models", "gligen_name": "gligen",
+    "hypernetwork_name": "hypernetworks",
+}
+CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "clip_vision",
+                 "PhotoMakerLoader": "photomaker"}
+
+
+def job_input_prefix(job_id: str) -> str:
+    return f"{JOB_INPUT_ROOT}/{job_id}"
+
+
+def apply_overrides(workflow: dict[str, Any], overrides: Iterable[InputOverride],
+                    values: dict[int, Any]) -> dict[str, Any]:
+    """A copy of `workflow` with each override set; `values[i]` replaces override i's value."""
+    out = copy.deepcopy(workflow)
+    for i, ov in enumerate(overrides):
+        node = out.get(ov.node)
+        if node is None:
+            raise BadRequest(f"inputs[{i}]: node {ov.node!r} is not in the workflow "
+                             f"(its nodes are {', '.join(sorted(out))})",
+                             code="unknown_node_id", node_id=ov.node)
+        node.setdefault("inputs", {})[ov.field] = values.get(i, ov.value)
+    return out
+
+
+def _split_annotation(value: str) -> tuple[str, str]:
+    for ann in ANNOTATIONS:
+        if value.endswith(ann):
+            return value[: -len(ann)], ann
+    return value, ""
+
+
+def rewrite_media_refs(workflow: dict[str, Any], names: Iterable[str],
+                       job_id: str) -> dict[str, Any]:
+    """Point string inputs naming a shipped file at the job's input folder (in place)."""
+    wanted = set(names)
+    if not wanted:
+        return workflow
+    prefix = job_input_prefix(job_id)
+    for node in workflow.values():
+        inputs = node.get("inputs") or {}
+        for key, value in inputs.items():
+            if not isinstance(value, str):
+                continue
+            bare, ann = _split_annotation(value)
+            if ann in ("", " [input]") and bare.replace("\\", "/") in wanted:
+                inputs[key] = f"{prefix}/{bare.replace(chr(92), '/')}{ann}"
+    return workflow
+
+
+def _model_like(value: object) -> bool:
+    return isinstance(value, str) and PurePosixPath(value).suffix.lower() in MODEL_EXTS
+
+
+async def explain_missing_models(
+    error: BadRequest, workflow: dict[str, Any],
+    list_folder: Callable[[str], Awaitable[list[str] | None]],
+) -> BadRequest:
+    """Enrich ComfyUI's `value_not_in_list` errors for model files.
+
+    Returns a new error whose message names the missing model, its folder and
+    what the worker has there; other rejections come back unchanged.
+    """
+    node_errors = error.details.get("node_errors") or {}
+    missing = []
+    for node_id, info in node_errors.items():
+        class_type = (workflow.get(node_id) or {}).get("class_type", "")
+        for err in info.get("errors", []) if isinstance(info, dict) else []:
+            extra = err.get("extra_info") or {}
+            value = extra.get("received_value")
+            if err.get("type") != "value_not_in_list" or not _model_like(value):
+                continue
+            field = str(extra.get("input_name", ""))
+            options = (extra.get("input_config") or [[]])[0]
+            folder = FIELD_FOLDERS.get(field) or CLASS_FOLDERS.get(class_type)
+            if folder is None:
+                folder = "?"
+            available = await list_folder(folder) if folder != "?" else None
+            if available is None:
+                available = [o for o in options if isinstance(o, str)]
+            missing.append({"node_id": node_id, "node_type": class_type, "input": field,
+                            "model": value, "folder": folder, "available": available})
+    if not missing:
+        return error
+    first = missing[0]
+    have = ", ".join(first["available"]) or "nothing"
+    message = (f"missing model {first['model']!r} for node {first['node_id']} "
+               f"({first['node_type']}.{first['input']}): the worker's {first['folder']} "
+               f"folder has {have}")
+    return BadRequest(message, code="missing_model", node_id=first["node_id"],
+                      node_type=first["node_type"],
+                      details={**error.details, "missing_models": missing})
