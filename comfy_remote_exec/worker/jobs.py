@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ def atomic_write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_RUNTIME = frozenset({"events", "changed"})
 
 
 @dataclass
@@ -103,14 +106,11 @@ class Job:
             self.nodes_completed.append(node)
 
     def record(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("events")
-        data.pop("changed")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _RUNTIME}
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
-        known = {f for f in cls.__dataclass_fields__ if f not in ("events", "changed")}
+        known = {f.name for f in fields(cls) if f.name not in _RUNTIME}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def view(self, base_url: str = "") -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""Shared fixtures: a real ComfyUI (or a skip saying how to get one) and a worker on it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui
+from comfy_remote_exec.worker.comfy_process import free_port
+
+from .helpers import FIXTURES, sse_events, write_tiny_upscaler
+
+TOKEN = "test-token-not-a-secret"
+
+
+@pytest.fixture(scope="session")
+def comfy_install() -> ComfyInstall:
+    try:
+        return find_comfyui()
+    except ComfyUINotFound as exc:
+        pytest.skip(f"needs a real ComfyUI: {exc.message}")
+
+
+def prepare_worker_base(base: Path) -> None:
+    """A worker base directory: the tiny upscaler and the test nodes, nothing else."""
+    write_tiny_upscaler(base / "models" / "upscale_models" / "tiny_compact_x2.safetensors")
+    nodes = base / "custom_nodes"
+    nodes.mkdir(parents=True, exist_ok=True)
+    link = nodes / "remote_exec_testnodes"
+    if not link.exists():
+        link.symlink_to(FIXTURES / "custom_nodes" / "remote_exec_testnodes")
+
+
+@dataclass
+class WorkerHandle:
+    url: str
+    base: Path
+    proc: subprocess.Popen[str]
+    client: httpx.Client
+    lines: list[str]
+
+    def comfy_pid(self) -> int:
+        """The pid of the worker's ComfyUI child."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True, check=False).stdout.split()
+        assert out, "the worker has no ComfyUI child"
+        return int(out[0])
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.client.post("/v1/jobs", json=body)
+        assert resp.status_code == 202, resp.text
+        return resp.json()
+
+    def events(self, job_id: str, after: int = 0, timeout: float = 60.0,
+               stop_after: int | None = None) -> list[dict[str, Any]]:
+        return list(sse_events(self.client, f"/v1/jobs/{job_id}/events?after={after}",
+                               timeout=timeout, stop_after=stop_after))
+
+    def run(self, body: dict[str, Any], timeout: float = 60.0
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Submit, follow the stream to its end, return the final job and its events."""
+        job_id = self.submit(body)["job_id"]
+        events = self.events(job_id, timeout=timeout)
+        job = self.client.get(f"/v1/jobs/{job_id}").json()
+        return job, events
+
+
+def start_worker(install: ComfyInstall, base: Path, *extra: str,
+                 token: str | None = TOKEN) -> WorkerHandle:
+    port = free_port()
+    env = {**os.environ, "REMOTE_EXEC_TEST_TOKEN": token or ""}
+    cmd = [sys.executable, "-m", "comfy_remote_exec.worker", "--comfyui", str(install.root),
+           "--python", str(install.python), "--base-dir", str(base), "--port", str(port),
+           *(["--token-env", "REMOTE_EXEC_TEST_TOKEN"] if token else []), *extra,
+           "--", "--cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    lines: list[str] = []
+    ready: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "ready at" in line:
+                ready.put(line)
+        ready.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        line = ready.get(timeout=120)
+    except queue.Empty:
+        line = ""
+    if "ready at" not in line:
+        proc.kill()
+        raise RuntimeError("worker did not start:\n" + "".join(lines[-40:]))
+    url = line.rsplit(" ", 1)[1].strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=url, headers=headers, timeout=30.0)
+    return WorkerHandle(url=url, base=base, proc=proc, client=client, lines=lines)
+
+
+def stop_worker(handle: WorkerHandle) -> None:
+    handle.client.close()
+    handle.proc.terminate()
+    try:
+        handle.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        handle.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(comfy_install: ComfyInstall, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[WorkerHandle]:
+    base = tmp_path_factory.mktemp("worker")
+    prepare_worker_base(base)
+    handle = start_worker(comfy_install, base)
+    yield handle
+    stop_worker(handle)
