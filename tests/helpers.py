@@ -56,7 +56,8 @@ def write_tiny_upscaler(path: Path, nf: int = 8, blocks: int = 2, scale: int = 2
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
-def png_bytes(size: tuple[int, int] = (96, 64), color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
+def png_bytes(size: tuple[int, int] = (96, 64),
+              color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format="PNG")
     return buf.getvalue()

@@ -179,8 +179,10 @@ def add_routes(routes: web.RouteTableDef) -> None:
 
     @routes.get("/v1/object_info")
     async def object_info(request: web.Request) -> web.Response:
-        client = _comfy(request)
-        return web.json_response(await client.object_info())
+        _comfy(request)
+        runner = request.app[SERVICE].runner
+        assert runner is not None
+        return web.json_response(await runner.object_info(refresh=True))
 
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:

@@ -5,14 +5,15 @@ Three steps, all pure apart from reading model lists:
 - point every reference to a shipped media file at the job's own input folder
   (`remote_exec/<job>/<name>`, keeping ComfyUI's ` [input]` annotation), so
   concurrent and successive jobs never see each other's inputs;
-- after ComfyUI refuses a prompt, add to a missing-model error the model
-  folder and what the worker actually has in it.
+- find model files the worker does not have before ComfyUI runs anything, and
+  name each with its folder and what the worker has there (ComfyUI itself
+  does not check every loader's list).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -84,41 +85,40 @@ def _model_like(value: object) -> bool:
     return isinstance(value, str) and PurePosixPath(value).suffix.lower() in MODEL_EXTS
 
 
-async def explain_missing_models(
-    error: BadRequest, workflow: dict[str, Any],
-    list_folder: Callable[[str], Awaitable[list[str] | None]],
-) -> BadRequest:
-    """Enrich ComfyUI's `value_not_in_list` errors for model files.
+def combo_options(spec: object) -> list[str] | None:
+    """The options of a COMBO input in `/object_info` (v1 and v3 node formats)."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return [str(o) for o in spec[0]]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        return [str(o) for o in spec[1].get("options") or []]
+    return None
 
-    Returns a new error whose message names the missing model, its folder and
-    what the worker has there; other rejections come back unchanged.
-    """
-    node_errors = error.details.get("node_errors") or {}
+
+def find_missing_models(workflow: dict[str, Any],
+                        object_info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Model files the workflow names that the worker's ComfyUI does not list."""
     missing = []
-    for node_id, info in node_errors.items():
-        class_type = (workflow.get(node_id) or {}).get("class_type", "")
-        for err in info.get("errors", []) if isinstance(info, dict) else []:
-            extra = err.get("extra_info") or {}
-            value = extra.get("received_value")
-            if err.get("type") != "value_not_in_list" or not _model_like(value):
+    for node_id, node in workflow.items():
+        class_type = node.get("class_type", "")
+        declared = (object_info.get(class_type) or {}).get("input") or {}
+        specs = {**(declared.get("optional") or {}), **(declared.get("required") or {})}
+        for field, value in (node.get("inputs") or {}).items():
+            options = combo_options(specs.get(field))
+            if options is None or not _model_like(value) or value in options:
                 continue
-            field = str(extra.get("input_name", ""))
-            options = (extra.get("input_config") or [[]])[0]
-            folder = FIELD_FOLDERS.get(field) or CLASS_FOLDERS.get(class_type)
-            if folder is None:
-                folder = "?"
-            available = await list_folder(folder) if folder != "?" else None
-            if available is None:
-                available = [o for o in options if isinstance(o, str)]
-            missing.append({"node_id": node_id, "node_type": class_type, "input": field,
-                            "model": value, "folder": folder, "available": available})
-    if not missing:
-        return error
+            folder = FIELD_FOLDERS.get(field) or CLASS_FOLDERS.get(class_type) or "models"
+            missing.append({"node_id": str(node_id), "node_type": class_type, "input": field,
+                            "model": value, "folder": folder, "available": options})
+    return missing
+
+
+def missing_model_error(missing: list[dict[str, Any]]) -> BadRequest:
     first = missing[0]
     have = ", ".join(first["available"]) or "nothing"
     message = (f"missing model {first['model']!r} for node {first['node_id']} "
                f"({first['node_type']}.{first['input']}): the worker's {first['folder']} "
                f"folder has {have}")
     return BadRequest(message, code="missing_model", node_id=first["node_id"],
-                      node_type=first["node_type"],
-                      details={**error.details, "missing_models": missing})
+                      node_type=first["node_type"], details={"missing_models": missing})

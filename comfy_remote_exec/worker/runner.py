@@ -30,7 +30,12 @@ from .comfy_client import ComfyClient
 from .comfy_process import ComfyProcess
 from .events import Translated, translate
 from .outputs import ComfyDirs, describe
-from .prepare import explain_missing_models, job_input_prefix, rewrite_media_refs
+from .prepare import (
+    find_missing_models,
+    job_input_prefix,
+    missing_model_error,
+    rewrite_media_refs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,7 @@ class Runner:
         self._connected = asyncio.Event()
         self._closing = False
         self._seq = 0
+        self._object_info: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         process.on_crash(self._on_crash)
 
@@ -125,6 +131,7 @@ class Runner:
         """
         assert self.client is not None, "Runner.start() first"
         await self.process.ensure_healthy()
+        await self._check_models(workflow)
         self._seq += 1
         prompt = rewrite_media_refs(workflow, media, job_id)
         input_dir = self.dirs.input / job_input_prefix(job_id)
@@ -137,26 +144,31 @@ class Runner:
         self._by_prompt[run.prompt_id] = run
         try:
             await self._queue(run)
-        except BaseException as exc:
+        except BaseException:
             self._forget(run)
-            if isinstance(exc, BadRequest):
-                raise await explain_missing_models(exc, workflow, self._list_models) from None
             raise
         return run
+
+    async def _check_models(self, workflow: dict[str, Any]) -> None:
+        """Refuse a workflow naming models the worker lacks (model lists refreshed once)."""
+        missing = find_missing_models(workflow, await self.object_info())
+        if missing:
+            missing = find_missing_models(workflow, await self.object_info(refresh=True))
+        if missing:
+            raise missing_model_error(missing)
+
+    async def object_info(self, refresh: bool = False) -> dict[str, Any]:
+        """ComfyUI's node definitions, cached until a model lookup misses."""
+        assert self.client is not None
+        if self._object_info is None or refresh:
+            self._object_info = await self.client.object_info()
+        return self._object_info
 
     async def _queue(self, run: Run) -> None:
         assert self.client is not None
         await self.client.queue_prompt(run.prompt, prompt_id=run.prompt_id,
                                        client_id=self.client_id, number=run.number,
                                        partial_execution_targets=run.targets)
-
-    async def _list_models(self, folder: str) -> list[str] | None:
-        assert self.client is not None
-        try:
-            data = await self.client.models(folder)
-        except RemoteUnavailable:
-            return None
-        return [str(x) for x in data] if isinstance(data, list) else None
 
     def _forget(self, run: Run) -> None:
         self._runs.pop(run.job_id, None)
@@ -306,6 +318,7 @@ class Runner:
     # -- crashes ------------------------------------------------------------------
 
     async def _on_crash(self, code: int | None, tail: list[str]) -> None:
+        self._object_info = None
         waiting = []
         for run in list(self._runs.values()):
             if run.started:
