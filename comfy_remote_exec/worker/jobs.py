@@ -113,7 +113,7 @@ class Job:
         known = {f.name for f in fields(cls) if f.name not in _RUNTIME}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def view(self, base_url: str = "") -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         """The public JSON form (`GET /v1/jobs/{id}`)."""
         return {
             "job_id": self.id, "status": self.status, "progress": self.progress,
@@ -125,7 +125,7 @@ class Job:
             "prompt_id": self.prompt_id, "priority": self.priority, "user_id": self.user_id,
             "created_at": self.created_at, "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "outputs": [o | {"url": f"{base_url}{o['url']}"} for o in self.outputs],
+            "outputs": [dict(o) for o in self.outputs],
             "ui": self.ui, "error": self.error, "error_log_tail": self.error_log_tail,
         }
 

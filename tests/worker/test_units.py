@@ -1,0 +1,261 @@
+"""Worker pieces that need no ComfyUI: events, blobs, media, outputs, jobs, webhooks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from comfy_remote_exec.errors import BadRequest, PayloadTooLarge
+from comfy_remote_exec.protocol import FAILED, InputOverride
+from comfy_remote_exec.worker.blobs import BlobStore
+from comfy_remote_exec.worker.events import translate
+from comfy_remote_exec.worker.jobs import Job, JobStore
+from comfy_remote_exec.worker.media import check_content, check_url, fetch_url
+from comfy_remote_exec.worker.outputs import ComfyDirs, describe
+from comfy_remote_exec.worker.prepare import (
+    apply_overrides,
+    find_missing_models,
+    missing_model_error,
+    rewrite_media_refs,
+)
+from comfy_remote_exec.worker.webhooks import WebhookSender
+
+from ..helpers import png_bytes
+
+# -- events ---------------------------------------------------------------------------
+
+
+def test_text_events_drop_prompt_id_and_keep_node_ids() -> None:
+    msg = translate(json.dumps({"type": "progress", "data": {
+        "value": 2, "max": 9, "prompt_id": "p", "node": "3"}}))
+    assert msg is not None
+    assert (msg.prompt_id, msg.type, msg.data) == ("p", "progress",
+                                                   {"value": 2, "max": 9, "node": "3"})
+    assert translate(json.dumps({"type": "status", "data": {}})) is None
+    assert translate("not json") is None
+
+
+def test_preview_with_metadata_frame() -> None:
+    meta = json.dumps({"node_id": "7", "prompt_id": "p", "display_node_id": "7",
+                       "image_type": "image/png"}).encode()
+    frame = struct.pack(">II", 4, len(meta)) + meta + b"\x89PNGdata"
+    msg = translate(frame)
+    assert msg is not None and msg.prompt_id == "p" and msg.type == "preview"
+    assert msg.data["node"] == "7" and msg.data["image_type"] == "image/png"
+    assert base64.b64decode(msg.data["image"]) == b"\x89PNGdata"
+
+
+def test_legacy_preview_frame() -> None:
+    msg = translate(struct.pack(">II", 1, 1) + b"\xff\xd8jpeg")
+    assert msg is not None and msg.prompt_id is None
+    assert msg.data["image_type"] == "image/jpeg"
+
+
+# -- blobs ----------------------------------------------------------------------------
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_blob_stream_verified_before_visible(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"hello world"
+    sha = hashlib.sha256(data).hexdigest()
+    assert store.missing([sha, sha]) == [sha]
+    await store.put_stream(chunks(b"hello ", b"world"), sha)
+    assert store.missing([sha]) == [] and store.path(sha).read_bytes() == data
+    wrong = hashlib.sha256(b"x").hexdigest()
+    with pytest.raises(BadRequest, match="not the declared"):
+        await store.put_stream(chunks(b"y"), wrong)
+    assert not store.has(wrong)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".upload")] == []
+
+
+async def test_blob_size_limit(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, max_bytes=4)
+    with pytest.raises(PayloadTooLarge):
+        await store.put_stream(chunks(b"12345"), hashlib.sha256(b"12345").hexdigest())
+
+
+def test_blob_link_into_job_folder(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    sha, _ = store.put_bytes(b"abc")
+    store.link_into(sha, tmp_path / "job" / "sub" / "a.png")
+    assert (tmp_path / "job" / "sub" / "a.png").read_bytes() == b"abc"
+
+
+# -- media ----------------------------------------------------------------------------
+
+
+def test_check_content() -> None:
+    data = png_bytes()
+    assert check_content("a.png", data[:64], data) == "image"
+    with pytest.raises(BadRequest, match="not a valid image"):
+        check_content("a.png", b"text", b"text")
+    assert check_content("a.mp4", b"\x00\x00\x00\x18ftypmp42") == "video"
+    with pytest.raises(BadRequest, match="not a video"):
+        check_content("a.webm", b"nope")
+    assert check_content("notes.txt", b"anything") == "file"
+
+
+def test_decompression_bomb_is_refused() -> None:
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, format="PNG")
+    data = buf.getvalue()
+    with pytest.raises(PayloadTooLarge):
+        check_content("bomb.png", data[:64], data)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://[::1]/x", "http://10.0.0.1/",
+                                 "http://169.254.169.254/", "ftp://example.com/x", "http:///x"])
+async def test_check_url_refuses(url: str) -> None:
+    with pytest.raises(BadRequest):
+        await check_url(url)
+
+
+async def test_check_url_allows_private_when_told() -> None:
+    await check_url("http://127.0.0.1/x", allow_private=True)
+
+
+async def test_fetch_follows_redirects_but_checks_every_hop() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/start":
+            return httpx.Response(302, headers={"location": "http://127.0.0.1/secret"})
+        return httpx.Response(200, content=b"secret")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        # The first hop is a public literal (no DNS; MockTransport sends nothing);
+        # the redirect to loopback is checked again and refused.
+        with pytest.raises(BadRequest, match="loopback"):
+            await fetch_url(client, "http://93.184.216.34/start")
+
+
+async def test_fetch_size_limit() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x" * 100)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(PayloadTooLarge):
+            await fetch_url(client, "http://93.184.216.34/big", limit=10)
+        assert await fetch_url(client, "http://93.184.216.34/ok", limit=100) == b"x" * 100
+
+
+# -- outputs and prepare -------------------------------------------------------------
+
+
+def test_describe_confines_and_hashes(tmp_path: Path) -> None:
+    dirs = ComfyDirs(tmp_path)
+    (dirs.output / "sub").mkdir(parents=True)
+    (dirs.output / "sub" / "a.png").write_bytes(b"png")
+    (tmp_path / "secret").write_bytes(b"s")
+    ui = {"images": [{"filename": "a.png", "subfolder": "sub", "type": "output"}],
+          "animated": [True], "text": ["hi"]}
+    [out] = describe(dirs, "9", ui, "/v1/jobs/j/outputs")
+    assert (out.key, out.kind, out.size) == ("images", "image", 3)
+    assert out.sha256 == hashlib.sha256(b"png").hexdigest()
+    assert out.url == "/v1/jobs/j/outputs/output/sub/a.png"
+    with pytest.raises(BadRequest):
+        describe(dirs, "9", {"x": [{"filename": "../secret", "type": "output"}]})
+
+
+def test_overrides_and_media_rewrite() -> None:
+    flow = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png [input]"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "sub/b.png"}},
+            "3": {"class_type": "X", "inputs": {"text": "a.png is a file", "n": 1}}}
+    out = apply_overrides(flow, [InputOverride("3", "n", 5)], {})
+    assert out["3"]["inputs"]["n"] == 5 and flow["3"]["inputs"]["n"] == 1
+    rewrite_media_refs(out, ["a.png", "sub/b.png"], "job1")
+    assert out["1"]["inputs"]["image"] == "remote_exec/job1/a.png [input]"
+    assert out["2"]["inputs"]["image"] == "remote_exec/job1/sub/b.png"
+    assert out["3"]["inputs"]["text"] == "a.png is a file"
+    with pytest.raises(BadRequest, match="not in the workflow"):
+        apply_overrides(flow, [InputOverride("9", "n", 1)], {})
+
+
+def test_missing_models_found_in_both_combo_formats() -> None:
+    info = {"UpscaleModelLoader": {"input": {"required": {"model_name": [
+        "COMBO", {"options": ["tiny.safetensors"]}]}}},
+        "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [[], {}]}}}}
+    flow = {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "big.pth"}},
+            "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd.ckpt"}},
+            "3": {"class_type": "UpscaleModelLoader",
+                  "inputs": {"model_name": "tiny.safetensors"}}}
+    missing = find_missing_models(flow, info)
+    assert [(m["node_id"], m["folder"]) for m in missing] == [("1", "upscale_models"),
+                                                              ("2", "checkpoints")]
+    err = missing_model_error(missing)
+    assert err.code == "missing_model" and "tiny.safetensors" in err.message
+
+
+# -- jobs -----------------------------------------------------------------------------
+
+
+def test_progress_tracking() -> None:
+    job = Job(id="j", nodes_total=4)
+    job.track("execution_cached", {"nodes": ["1"]})
+    job.track("executing", {"node": "2"})
+    job.track("progress", {"node": "2", "value": 1, "max": 2})
+    assert job.progress == pytest.approx(37.5)
+    job.track("executing", {"node": "3"})
+    job.track("executed", {"node": "3", "output": {"text": ["x"]}, "files": [{"a": 1}]})
+    view = job.view()
+    assert view["progress_details"] == {"current_node": "3", "nodes_completed": 2,
+                                        "nodes_total": 4, "step": None}
+    assert view["ui"] == {"3": {"text": ["x"]}} and job.outputs == [{"a": 1}]
+
+
+def test_store_survives_restart_and_fails_unfinished_jobs(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    for job_id, status in (("a", "completed"), ("b", "running"), ("c", "queued")):
+        store.save(Job(id=job_id, status=status))
+    again = {j.id: j for j in JobStore(tmp_path).load_all()}
+    assert again["a"].status == "completed"
+    for job_id in ("b", "c"):
+        assert again[job_id].status == FAILED
+        assert again[job_id].error is not None
+        assert "worker restarted" in again[job_id].error["message"]
+        assert again[job_id].events[-1].data["status"] == FAILED
+    # Loading twice changes nothing more.
+    assert [j.status for j in JobStore(tmp_path).load_all()] == [
+        again[k].status for k in sorted(again, key=lambda k: again[k].created_at)]
+
+
+# -- webhooks -------------------------------------------------------------------------
+
+
+async def test_webhook_retries_with_backoff_then_succeeds() -> None:
+    calls: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        return httpx.Response(503 if len(calls) < 3 else 200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        sender = WebhookSender(client, allow_private=True, base_delay=0.001)
+        assert await sender.send("http://hooks.test/x", "job.completed", {"job_id": "j"})
+    assert len(calls) == 3 and calls[-1]["event"] == "job.completed"
+
+
+async def test_webhook_gives_up_on_client_errors() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(404)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        sender = WebhookSender(client, allow_private=True, base_delay=0.001)
+        assert not await sender.send("http://hooks.test/x", "job.failed", {})
+    assert calls == 1
