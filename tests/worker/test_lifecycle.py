@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import select
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from ..conftest import WorkerHandle
+from comfy_remote_exec.discovery import ComfyInstall
+
+from ..conftest import WorkerHandle, prepare_worker_base, start_worker, stop_worker
 from ..helpers import png_bytes, sse_events, workflow
 
 pytestmark = pytest.mark.comfyui
@@ -22,6 +26,18 @@ def long_job(seconds: float = 30.0) -> dict:
     # A fresh color defeats ComfyUI's cache, so the node really runs again.
     flow["1"]["inputs"]["color"] = int(time.monotonic_ns() % 0xFFFFFF)
     return {"workflow": flow}
+
+
+def process_exits(pid: int, timeout: float) -> bool:
+    """Wait for a process that is not our child to exit (Linux pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
 
 
 def wait_for_event(worker: WorkerHandle, job_id: str, type_: str) -> int:
@@ -102,3 +118,30 @@ def test_inline_media_lands_in_the_cache(worker: WorkerHandle) -> None:
     assert job["status"] == "completed"
     assert worker.client.post("/v1/blobs/missing",
                               json={"sha256": [sha]}).json() == {"missing": []}
+
+
+def test_worker_restart_keeps_records_and_fails_the_running_job(
+        comfy_install: ComfyInstall, tmp_path: Path) -> None:
+    prepare_worker_base(tmp_path)
+    first = start_worker(comfy_install, tmp_path)
+    try:
+        done, _ = first.run({"workflow": workflow("invert")})
+        job_id = first.submit(long_job())["job_id"]
+        wait_for_event(first, job_id, "progress")
+        comfy_pid = first.comfy_pid()
+        first.proc.kill()
+        first.proc.wait(10)
+    finally:
+        first.client.close()
+    # The kernel takes ComfyUI down with the worker (no orphan holding the GPU).
+    assert process_exits(comfy_pid, timeout=15), "ComfyUI outlived its worker"
+    second = start_worker(comfy_install, tmp_path)
+    try:
+        again = second.client.get(f"/v1/jobs/{done['job_id']}").json()
+        assert again["status"] == "completed" and again["outputs"] == done["outputs"]
+        lost = second.client.get(f"/v1/jobs/{job_id}").json()
+        assert lost["status"] == "failed"
+        assert "worker restarted while this job was running" in lost["error"]["message"]
+        assert second.events(job_id)[-1]["data"]["status"] == "failed"
+    finally:
+        stop_worker(second)
