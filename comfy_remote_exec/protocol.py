@@ -65,6 +65,12 @@ def _require(cond: bool, message: str, **details: Any) -> None:
         raise BadRequest(message, code="invalid_request", details=details or None)
 
 
+def _object(raw: object, where: str) -> dict[str, Any]:
+    _require(isinstance(raw, dict), f"{where} must be an object")
+    assert isinstance(raw, dict)
+    return raw
+
+
 def is_sha256(value: object) -> bool:
     return isinstance(value, str) and bool(_SHA256.match(value))
 
@@ -120,8 +126,7 @@ class MediaItem:
     @classmethod
     def parse(cls, raw: object, index: int) -> MediaItem:
         where = f"media[{index}]"
-        _require(isinstance(raw, dict), f"{where} must be an object")
-        assert isinstance(raw, dict)
+        raw = _object(raw, where)
         name = safe_relpath(raw.get("name"), what=f"{where}.name")
         sources = [k for k in ("data", "url", "sha256") if raw.get(k) is not None]
         _require(len(sources) == 1, f"{where} needs exactly one of data, url or sha256")
@@ -150,8 +155,7 @@ class InputOverride:
     @classmethod
     def parse(cls, raw: object, index: int) -> InputOverride:
         where = f"inputs[{index}]"
-        _require(isinstance(raw, dict), f"{where} must be an object")
-        assert isinstance(raw, dict)
+        raw = _object(raw, where)
         node, fld = raw.get("node"), raw.get("field")
         _require(isinstance(node, (str, int)) and str(node) != "", f"{where}.node is required")
         _require(isinstance(fld, str) and fld != "", f"{where}.field is required")
@@ -179,8 +183,7 @@ class JobSpec:
 
     @classmethod
     def parse(cls, raw: object) -> JobSpec:
-        _require(isinstance(raw, dict), "the request body must be a JSON object")
-        assert isinstance(raw, dict)
+        raw = _object(raw, "the request body")
         workflow = raw.get("workflow")
         _require(workflow is not None, "'workflow' is required (ComfyUI API format)")
         _require(isinstance(workflow, dict) and bool(workflow),
@@ -289,8 +292,7 @@ class Event:
 
     @classmethod
     def parse(cls, raw: object) -> Event:
-        _require(isinstance(raw, dict), "an event must be an object")
-        assert isinstance(raw, dict)
+        raw = _object(raw, "an event")
         version = raw.get("v", PROTOCOL_VERSION)
         _require(version == PROTOCOL_VERSION,
                  f"event protocol v{version} is not supported (this side speaks "

@@ -79,12 +79,21 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
 
 
+async def submit_from(request: web.Request) -> Job:
+    """Parse a job body and submit it (shared by `/v1/jobs` and the seed API)."""
+    return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
+
+
+def output_base64(dirs: ComfyDirs, out: dict[str, Any]) -> str:
+    path = dirs.resolve(out["type"], out["subfolder"], out["filename"])
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
 def job_view(job: Job, with_base64: bool, dirs: ComfyDirs) -> dict[str, Any]:
     view = job.view()
     if with_base64:
         for out in view["outputs"]:
-            path = dirs.resolve(out["type"], out["subfolder"], out["filename"])
-            out["base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
+            out["base64"] = output_base64(dirs, out)
     return view
 
 
@@ -93,8 +102,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
 
     @routes.post("/v1/jobs")
     async def submit(request: web.Request) -> web.Response:
-        spec = JobSpec.parse(await read_json(request))
-        job = await request.app[SERVICE].submit(spec)
+        job = await submit_from(request)
         return web.json_response({"job_id": job.id, "status": job.status,
                                   "created_at": job.created_at, "prompt_id": job.prompt_id},
                                  status=202)

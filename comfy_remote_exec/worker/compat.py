@@ -8,14 +8,13 @@ inline as base64 under `output.images`; FAILED and CANCELLED carry `error`.
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import NotFound
-from ..protocol import CANCELLED, COMPLETED, FAILED, JobSpec
-from .api import DIRS, SERVICE, read_json
+from ..protocol import CANCELLED, COMPLETED, FAILED
+from .api import DIRS, SERVICE, output_base64, submit_from
 from .jobs import Job
 from .outputs import ComfyDirs
 
@@ -25,18 +24,15 @@ def _images(job: Job, dirs: ComfyDirs) -> list[dict[str, Any]]:
     for out in job.outputs:
         if out["kind"] != "image" or out["type"] != "output":
             continue
-        data = dirs.resolve(out["type"], out["subfolder"], out["filename"]).read_bytes()
         images.append({"filename": out["filename"], "subfolder": out["subfolder"],
-                       "node_id": out["node_id"],
-                       "data": base64.b64encode(data).decode("ascii")})
+                       "node_id": out["node_id"], "data": output_base64(dirs, out)})
     return images
 
 
 def add_compat_routes(routes: web.RouteTableDef) -> None:
     @routes.post("/submit_workflow")
     async def submit_workflow(request: web.Request) -> web.Response:
-        spec = JobSpec.parse(await read_json(request))
-        job = await request.app[SERVICE].submit(spec)
+        job = await submit_from(request)
         return web.json_response({"call_id": job.id}, status=202)
 
     @routes.get("/status/{call_id}")
