@@ -58,7 +58,8 @@ def test_job_spec_parses_full_body() -> None:
 
 
 @pytest.mark.parametrize("body,fragment", [
-    ([], "must be an object"), ({}, "'workflow' is required"), ({"workflow": []}, "non-empty object"),
+    ([], "must be an object"), ({}, "'workflow' is required"),
+    ({"workflow": []}, "non-empty object"),
     ({"workflow": {"1": {"inputs": {}}}}, "class_type"),
     ({"workflow": FLOW, "media": [{"name": "a.png"}]}, "exactly one of"),
     ({"workflow": FLOW, "media": [{"name": "a.png", "data": "x", "url": "y"}]}, "exactly one"),
