@@ -68,6 +68,7 @@ class Run:
     result: str | None = None
     error_data: dict[str, Any] | None = None
     cancel_requested: bool = False
+    connection: int = 0
     outputs: list[OutputFile] = field(default_factory=list)
     nodes_with_output: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,6 +89,7 @@ class Runner:
         self._current: Run | None = None
         self._ws_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._connection = 0
         self._closing = False
         self._seq = 0
         self._object_info: dict[str, Any] | None = None
@@ -221,6 +223,7 @@ class Runner:
         while not self._closing:
             try:
                 await self.process.ensure_healthy()
+                self._connection += 1
                 async for raw in self.client.websocket(self.client_id):
                     self._connected.set()
                     await self._on_message(raw)
@@ -244,7 +247,7 @@ class Runner:
     async def _handle(self, run: Run, msg: Translated) -> None:
         kind, data = msg.type, msg.data
         if kind == "execution_start":
-            run.started = True
+            run.started, run.connection = True, self._connection
             self._current = run
         elif kind == "executed":
             data["files"] = [f.to_dict() for f in await self._describe(run, data)]
@@ -274,6 +277,22 @@ class Runner:
 
     async def _complete(self, run: Run) -> None:
         """ComfyUI is done with the prompt (its history entry is written)."""
+        if run.result is None or run.connection != self._connection:
+            await self._reconcile(run)
+        if run.result == "success":
+            await self._finish(run, Outcome(COMPLETED, outputs=run.outputs))
+        elif run.result == "interrupted" or run.cancel_requested:
+            await self._finish(run, Outcome(CANCELLED, outputs=run.outputs))
+        else:
+            await self._finish(run, Outcome(FAILED, self._failure(run), run.outputs))
+
+    async def _reconcile(self, run: Run) -> None:
+        """After a WebSocket gap, take missed outputs and the result from history.
+
+        Skipped otherwise: ComfyUI reports every output (cached ones too) in
+        `executed`, and its post-prompt garbage collection can hold up the
+        history request for hundreds of milliseconds.
+        """
         assert self.client is not None
         with contextlib.suppress(RemoteUnavailable):
             entry = await self.client.history(run.prompt_id) or {}
@@ -285,13 +304,7 @@ class Runner:
                 await self.sink.event(run.job_id, "executed", data)
             if run.result is None:
                 status = (entry.get("status") or {}).get("status_str")
-                run.result = "success" if status == "success" else run.result
-        if run.result == "success":
-            await self._finish(run, Outcome(COMPLETED, outputs=run.outputs))
-        elif run.result == "interrupted" or run.cancel_requested:
-            await self._finish(run, Outcome(CANCELLED, outputs=run.outputs))
-        else:
-            await self._finish(run, Outcome(FAILED, self._failure(run), run.outputs))
+                run.result = "success" if status == "success" else None
 
     def _failure(self, run: Run) -> JobFailed:
         data = run.error_data or {}

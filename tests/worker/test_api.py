@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from comfy_remote_exec.errors import RemoteExecError
 from comfy_remote_exec.worker.api import (
     DIRS,
     SERVICE,
@@ -22,6 +24,7 @@ from comfy_remote_exec.worker.blobs import BlobStore
 from comfy_remote_exec.worker.compat import add_compat_routes
 from comfy_remote_exec.worker.jobs import Job, JobStore
 from comfy_remote_exec.worker.outputs import ComfyDirs
+from comfy_remote_exec.worker.runner import Outcome
 from comfy_remote_exec.worker.service import JobService
 
 TOKEN = "unit-token"
@@ -99,3 +102,25 @@ async def test_seed_status_and_events_of_stored_job(api: tuple) -> None:
     assert (await client.get("/v1/jobs/j1/events", params={"after": 1})).text == ""
     conflict = await client.delete("/v1/jobs/j1")
     assert conflict.status_code == 409
+
+
+async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
+    received: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                             allow_private_urls=True)
+        for status in ("completed", "failed", "cancelled"):
+            job = Job(id=f"j-{status}", status="running", webhook_url="http://hooks.test/h")
+            service.jobs[job.id] = job
+            error = RemoteExecError("boom", code="execution_error") if status == "failed" else None
+            await service.finished(job.id, Outcome(status, error))
+        await service.close()
+    assert sorted(r["event"] for r in received) == ["job.cancelled", "job.completed",
+                                                    "job.failed"]
+    failed = next(r for r in received if r["event"] == "job.failed")
+    assert failed["job"]["error"]["code"] == "execution_error"
