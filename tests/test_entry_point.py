@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import httpx
@@ -18,8 +19,9 @@ async def test_comfyui_loads_the_repo_as_a_custom_node(comfy_install: ComfyInsta
                                                        tmp_path: Path) -> None:
     (tmp_path / "custom_nodes").mkdir()
     (tmp_path / "custom_nodes" / "comfy-remote-exec").symlink_to(REPO)
-    proc = ComfyProcess(ComfyProcessConfig(install=comfy_install, base_dir=tmp_path,
-                                           extra_args=["--cpu"], restart=False))
+    proc = ComfyProcess(ComfyProcessConfig(
+        install=comfy_install, base_dir=tmp_path, extra_args=["--cpu"], restart=False,
+        env={"REMOTE_EXEC_STATE_DIR": str(tmp_path / "state")}))
     await proc.start()
     try:
         async with httpx.AsyncClient(base_url=proc.url) as client:
@@ -29,10 +31,14 @@ async def test_comfyui_loads_the_repo_as_a_custom_node(comfy_install: ComfyInsta
     ours = [line for line in proc.log_tail if "comfy-remote-exec" in line]
     assert ours and not [line for line in ours if "IMPORT FAILED" in line], ours
     assert "/extensions/comfy-remote-exec/remote_exec.js" in extensions
+    assert any("remote execution hooks installed" in line for line in proc.log_tail)
 
 
 def test_root_module_is_thin() -> None:
-    namespace: dict = {"__file__": str(REPO / "__init__.py"), "__name__": "root"}
-    exec(compile((REPO / "__init__.py").read_text(), "__init__.py", "exec"), namespace)
-    assert namespace["NODE_CLASS_MAPPINGS"] == {}
-    assert namespace["WEB_DIRECTORY"] == "./js"
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    assigned = {t.id: ast.literal_eval(node.value) for node in tree.body
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name) and t.id.isupper()}
+    assert assigned["NODE_CLASS_MAPPINGS"] == {} and assigned["WEB_DIRECTORY"] == "./js"
+    assert len(tree.body) < 15

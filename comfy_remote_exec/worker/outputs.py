@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
+from ..fsutil import confined
 from ..protocol import OutputFile, safe_relpath
 from .media import kind_of
 
@@ -54,10 +55,11 @@ class ComfyDirs:
             raise BadRequest(f"unknown output type {type_name!r}", code="unsafe_name")
         rel = safe_relpath(f"{subfolder}/{filename}" if subfolder else filename,
                            what="output path")
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root.resolve()):
-            raise BadRequest(f"output path {rel!r} escapes its folder", code="unsafe_name")
-        return path
+        try:
+            return confined(root, rel)
+        except ValueError:
+            raise BadRequest(f"output path {rel!r} escapes its folder",
+                             code="unsafe_name") from None
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,88 @@
+"""Backend `local`: the same worker, on this machine.
+
+If a worker is already running (the launcher starts one and passes its URL),
+this is the http backend pointed at it. Otherwise the first job starts a
+worker with its own base directory, so local inputs and outputs stay apart
+from the worker's exactly as with a real remote, and `close()` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from ..errors import RemoteUnavailable
+from ..protocol import Event, JobSpec, OutputFile
+from ..worker.spawn import WorkerStartError, start_worker, stop_worker, worker_command
+from .http import HttpBackend
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, *, url: str | None, comfyui: Path, worker_dir: Path,
+                 token: str | None = None, client: httpx.AsyncClient | None = None,
+                 comfy_args: list[str] | None = None) -> None:
+        self.comfyui = comfyui
+        self.worker_dir = worker_dir
+        self.token = token
+        self.client = client
+        self.comfy_args = comfy_args if comfy_args is not None else shlex.split(
+            os.environ.get("REMOTE_EXEC_WORKER_ARGS", ""))
+        self._http = HttpBackend(url, token, client) if url else None
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _backend(self) -> HttpBackend:
+        if self._http is not None:
+            return self._http
+        async with self._lock:
+            if self._http is None:
+                self.worker_dir.mkdir(parents=True, exist_ok=True)
+                cmd = worker_command(python=sys.executable, comfyui=self.comfyui,
+                                     comfy_python=sys.executable, base_dir=self.worker_dir,
+                                     comfy_args=self.comfy_args)
+                try:
+                    self._proc, url = await asyncio.to_thread(start_worker, cmd)
+                except WorkerStartError as exc:
+                    raise RemoteUnavailable(str(exc), code="local_worker_failed") from None
+                self._http = HttpBackend(url, self.token, self.client)
+        return self._http
+
+    async def missing_blobs(self, hashes: list[str]) -> list[str]:
+        return await (await self._backend()).missing_blobs(hashes)
+
+    async def upload_blob(self, sha256: str, path: Path) -> None:
+        await (await self._backend()).upload_blob(sha256, path)
+
+    async def submit(self, spec: JobSpec) -> str:
+        return await (await self._backend()).submit(spec)
+
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        async for event in (await self._backend()).events(job_id, after):
+            yield event
+
+    async def cancel(self, job_id: str) -> None:
+        await (await self._backend()).cancel(job_id)
+
+    async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
+        await (await self._backend()).download(job_id, output, dest)
+
+    async def health(self) -> dict[str, Any]:
+        if self._http is None:
+            return {"status": "idle", "detail": "the local worker starts with the first job"}
+        return await self._http.health()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._proc is not None:
+            await asyncio.to_thread(stop_worker, self._proc)

@@ -1,0 +1,129 @@
+"""Where the extension's settings and secrets come from.
+
+Three layers, most specific first:
+1. the user's ComfyUI settings (`RemoteExec.*`, saved by the frontend);
+2. environment variables (the launcher sets `REMOTE_EXEC_*` defaults);
+3. built-in defaults (remote mode off, the `local` backend, one job at a time).
+
+Secrets (the worker token, cloud API keys) never live in ComfyUI settings:
+they come from environment variables or from a config file under
+platformdirs that must not be readable by group or others. Nothing here is
+ever returned by a GET route; `public_view()` is the only outward form.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+from .envvars import ENV_DOC
+from .errors import RemoteExecError
+
+__all__ = ["ENV_DOC", "RemoteConfig", "resolve"]
+
+APP = "comfy-remote-exec"
+BACKENDS = ("local", "http", "runpod", "modal")
+SETTING_ENABLED = "RemoteExec.Enabled"
+SETTING_BACKEND = "RemoteExec.Backend"
+SETTING_URL = "RemoteExec.EndpointURL"
+SETTING_PARALLEL = "RemoteExec.ParallelJobs"
+
+
+
+class ConfigError(RemoteExecError):
+    code = "config_error"
+    status = 500
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("REMOTE_EXEC_STATE_DIR"):
+        return Path(env["REMOTE_EXEC_STATE_DIR"]).expanduser()
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("REMOTE_EXEC_CONFIG"):
+        return Path(env["REMOTE_EXEC_CONFIG"]).expanduser()
+    return Path(platformdirs.user_config_dir(APP)) / "config.yaml"
+
+
+def load_secrets(path: Path) -> dict[str, Any]:
+    """The secrets file, refused if others can read it (like ssh does with keys)."""
+    if not path.is_file():
+        return {}
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if os.name == "posix" and mode & 0o077:
+        raise ConfigError(f"{path} is readable by others (mode {mode:o}); "
+                          f"run: chmod 600 {path}", code="config_insecure")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    return data
+
+
+def write_secrets(path: Path, data: dict[str, Any]) -> None:
+    """Write the secrets file with mode 0600 from the start (never briefly readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh)
+    os.chmod(path, 0o600)
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """The effective configuration for one prompt."""
+
+    enabled: bool
+    backend: str
+    url: str | None
+    parallel: int
+    token: str | None = None
+
+    def public_view(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "backend": self.backend, "url": self.url,
+                "parallel": self.parallel, "token_configured": bool(self.token)}
+
+    @property
+    def endpoint_key(self) -> tuple[str, str | None]:
+        return (self.backend, self.url)
+
+
+def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
+            secrets: Mapping[str, Any] | None = None) -> RemoteConfig:
+    env = os.environ if env is None else env
+    secrets = {} if secrets is None else secrets
+    enabled = settings.get(SETTING_ENABLED)
+    if enabled is None:
+        enabled = _truthy(env.get("REMOTE_EXEC_ENABLED", "0"))
+    backend = str(settings.get(SETTING_BACKEND) or env.get("REMOTE_EXEC_BACKEND") or "local")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    raw_section = secrets.get(backend)
+    section: Mapping[str, Any] = raw_section if isinstance(raw_section, dict) else {}
+    url = settings.get(SETTING_URL) or env.get("REMOTE_EXEC_URL") or section.get("url") or None
+    try:
+        parallel = int(settings.get(SETTING_PARALLEL) or env.get("REMOTE_EXEC_PARALLEL") or 1)
+    except (TypeError, ValueError):
+        parallel = 1
+    token = env.get("REMOTE_EXEC_TOKEN") or section.get("token") or None
+    return RemoteConfig(enabled=_truthy(enabled), backend=backend, url=url,
+                        parallel=max(1, min(parallel, 64)), token=token)

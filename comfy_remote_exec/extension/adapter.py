@@ -1,0 +1,128 @@
+"""The edge: the only module that imports ComfyUI (`server`, `folder_paths`, ...).
+
+`install()` runs while ComfyUI loads custom nodes. It builds a `ComfyHost`
+over the running `PromptServer`, adds the middleware and the `/remote_exec`
+routes, makes the queue status count remote jobs, and starts and stops the
+extension with the server's own aiohttp start-up and shutdown signals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import execution
+import folder_paths
+import server
+from aiohttp import web
+from comfy_api import feature_flags
+
+from ..config import state_dir
+from .core import RemoteExec
+from .intercept import make_middleware
+from .routes import add_routes
+
+log = logging.getLogger("comfy_remote_exec")
+
+
+class ComfyHost:
+    """`Host` over ComfyUI's PromptServer and folder_paths."""
+
+    def __init__(self, prompt_server: Any) -> None:
+        self.server = prompt_server
+        self.comfyui_root = Path(folder_paths.__file__).resolve().parent
+        self._settings_cache: tuple[float, dict[str, Any]] = (-1.0, {})
+
+    @property
+    def input_dir(self) -> Path:
+        return Path(folder_paths.get_input_directory())
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(folder_paths.get_output_directory())
+
+    @property
+    def temp_dir(self) -> Path:
+        return Path(folder_paths.get_temp_directory())
+
+    def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        self.server.send_sync(event, data, sid)
+
+    def send_bytes(self, event: int, payload: bytes, sid: str | None) -> None:
+        self.server.send_sync(event, payload, sid)
+
+    def supports_preview_metadata(self, sid: str | None) -> bool:
+        if sid is None:
+            return False
+        return bool(feature_flags.supports_feature(self.server.sockets_metadata, sid,
+                                                   "supports_preview_metadata"))
+
+    def next_number(self, front: bool) -> float:
+        number = self.server.number
+        self.server.number += 1
+        return float(-number if front else number)
+
+    def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.server.trigger_on_prompt(body))
+
+    def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
+        queue = self.server.prompt_queue
+        with queue.mutex:
+            if len(queue.history) > execution.MAXIMUM_HISTORY_SIZE:
+                queue.history.pop(next(iter(queue.history)))
+            queue.history[prompt_id] = entry
+        self.server.queue_updated()
+
+    def queue_changed(self) -> None:
+        self.server.queue_updated()
+
+    def settings(self) -> dict[str, Any]:
+        """The default user's saved settings (re-read when the file changes)."""
+        path = Path(folder_paths.get_user_directory()) / "default" / "comfy.settings.json"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return {}
+        if mtime != self._settings_cache[0]:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            self._settings_cache = (mtime, data if isinstance(data, dict) else {})
+        return self._settings_cache[1]
+
+
+def install() -> RemoteExec:
+    prompt_server = server.PromptServer.instance
+    installed = getattr(prompt_server, "remote_exec", None)
+    if installed is not None:  # loaded twice (e.g. cloned and launched): one set of hooks
+        log.warning("comfy-remote-exec is loaded twice; keeping the first copy")
+        return installed
+    host = ComfyHost(prompt_server)
+    core = RemoteExec(host, state_dir())
+    prompt_server.remote_exec = core
+    prompt_server.app.middlewares.append(make_middleware(core))
+    add_routes(prompt_server.routes, core)
+
+    # `status.exec_info.queue_remaining` must count remote jobs too.
+    local_queue_info = prompt_server.get_queue_info
+
+    def queue_info() -> dict[str, Any]:
+        info = local_queue_info()
+        info["exec_info"]["queue_remaining"] += core.dispatcher.remaining()
+        return dict(info)
+
+    prompt_server.get_queue_info = queue_info
+
+    async def on_startup(app: web.Application) -> None:
+        core.start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await core.stop()
+
+    prompt_server.app.on_startup.append(on_startup)
+    prompt_server.app.on_shutdown.append(on_shutdown)
+    log.info("comfy-remote-exec: remote execution hooks installed (state in %s)", core.state)
+    return core

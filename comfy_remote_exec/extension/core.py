@@ -1,0 +1,166 @@
+"""The extension's brain: decide remote or local, accept prompts, own the queue.
+
+`RemoteExec.accept()` answers `POST /prompt` exactly as ComfyUI does
+(`{prompt_id, number, node_errors}`, honouring a client's `prompt_id`,
+`front`, `number` and `partial_execution_targets`) when remote mode is on for
+this request, and returns None otherwise so ComfyUI handles it untouched.
+Local validation is skipped on purpose: the remote may have nodes and models
+this machine lacks; the remote's verdict comes back as `execution_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend
+from ..backends.http import HttpBackend
+from ..backends.local import LocalBackend
+from ..config import ConfigError, RemoteConfig, config_path, load_secrets, resolve
+from .dispatcher import Dispatcher
+from .host import Host
+from .journal import Journal, RemoteJob
+
+log = logging.getLogger(__name__)
+
+
+def remote_override(body: Mapping[str, Any]) -> dict[str, Any]:
+    """`extra_data.remote_exec`: a bool, or `{enabled, backend, url}`."""
+    extra = body.get("extra_data")
+    value = extra.get("remote_exec") if isinstance(extra, dict) else None
+    if isinstance(value, bool):
+        return {"enabled": value}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def open_with_viewer(path: Path) -> None:
+    if sys.platform == "win32":
+        os.startfile(path)  # type: ignore[attr-defined]
+        return
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    try:
+        subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        log.warning("could not open %s: %s", path, exc)
+
+
+class RemoteExec:
+    def __init__(self, host: Host, state: Path, env: Mapping[str, str] | None = None) -> None:
+        self.host = host
+        self.state = state
+        self.env = dict(os.environ if env is None else env)
+        self.journal = Journal(state / "journal")
+        self.backends: dict[tuple[str, str | None], Backend] = {}
+        self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
+                                     lambda: self.config().parallel, self._output_landed)
+
+    # -- configuration ----------------------------------------------------------------
+
+    def config(self) -> RemoteConfig:
+        secrets = load_secrets(config_path(self.env))
+        return resolve(self.host.settings(), self.env, secrets)
+
+    def backend_for(self, job: RemoteJob) -> Backend:
+        return self.backend(job.backend, job.url)
+
+    def backend(self, name: str, url: str | None) -> Backend:
+        """One backend per (kind, endpoint), made on first use."""
+        if (name, url) not in self.backends:
+            self.backends[(name, url)] = self._make_backend(name, url)
+        return self.backends[(name, url)]
+
+    def _make_backend(self, name: str, url: str | None) -> Backend:
+        token = self.config().token
+        if name == "local":
+            return LocalBackend(url=url, comfyui=self.host.comfyui_root,
+                                worker_dir=self.state / "worker", token=token)
+        if name in ("http", "modal"):
+            if not url:
+                raise ConfigError(f"the {name} backend needs an endpoint URL: set "
+                                  "RemoteExec.EndpointURL in the settings or REMOTE_EXEC_URL",
+                                  code="no_endpoint")
+            return HttpBackend(url, token)
+        raise ConfigError(f"the {name} backend is not available in this version",
+                          code="backend_unavailable")
+
+    def _output_landed(self, entry: dict[str, Any]) -> None:
+        if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
+            folder = self.host.output_dir / entry.get("subfolder", "")
+            open_with_viewer(folder / entry["filename"])
+
+    # -- prompts ------------------------------------------------------------------------
+
+    def accept(self, body: Any) -> tuple[int, dict[str, Any]] | None:
+        """`(status, answer)` for a prompt taken remote, or None to let ComfyUI run it."""
+        if not isinstance(body, dict):
+            return None
+        override = remote_override(body)
+        cfg = self.config()
+        if not override.get("enabled", cfg.enabled):
+            return None
+        body = self.host.on_prompt(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, dict) or not all(
+                isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+            return 400, {"error": {"type": "no_prompt" if prompt is None else "invalid_prompt",
+                                   "message": "No prompt provided" if prompt is None
+                                   else "The prompt is not a valid API-format workflow",
+                                   "details": "", "extra_info": {}}, "node_errors": {}}
+        if "number" in body:
+            number = float(body["number"])
+        else:
+            number = self.host.next_number(bool(body.get("front")))
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        extra = dict(body.get("extra_data") or {})
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
+        targets = body.get("partial_execution_targets")
+        job = RemoteJob(
+            prompt_id=prompt_id, number=number, prompt=prompt, extra_data=extra,
+            client_id=extra.get("client_id"),
+            outputs_to_execute=list(targets) if isinstance(targets, list) else [],
+            backend=str(override.get("backend") or cfg.backend),
+            url=override.get("url") or cfg.url,
+            partial_execution_targets=targets if isinstance(targets, list) else None)
+        self.dispatcher.add(job)
+        return 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}
+
+    async def interrupt(self, prompt_id: str | None) -> None:
+        if prompt_id:
+            if prompt_id in self.dispatcher.running:
+                await self.dispatcher.cancel(prompt_id)
+        else:
+            await self.dispatcher.cancel_running()
+
+    async def delete(self, prompt_ids: list[str]) -> None:
+        for prompt_id in prompt_ids:
+            await self.dispatcher.cancel(prompt_id)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.dispatcher.resume(self.journal.unfinished())
+
+    async def stop(self) -> None:
+        await self.dispatcher.close()
+        for backend in self.backends.values():
+            try:
+                await backend.close()
+            except Exception:
+                log.exception("closing backend %s", backend.name)
+
+    async def status(self) -> dict[str, Any]:
+        try:
+            cfg: dict[str, Any] = self.config().public_view()
+        except ConfigError as exc:
+            cfg = {"error": exc.message}
+        running, pending = self.dispatcher.queue_items()
+        return {"config": cfg, "running": [item[1] for item in running],
+                "pending": [item[1] for item in pending]}

@@ -1,0 +1,53 @@
+"""The seam between the extension's logic and the ComfyUI it runs in.
+
+Everything the extension needs from ComfyUI goes through `Host`, which only
+`adapter.py` implements with ComfyUI's own modules. The rest of the extension
+imports and tests without ComfyUI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Host(Protocol):
+    @property
+    def input_dir(self) -> Path: ...
+
+    @property
+    def output_dir(self) -> Path: ...
+
+    @property
+    def temp_dir(self) -> Path: ...
+
+    @property
+    def comfyui_root(self) -> Path:
+        """The ComfyUI install (a `local` backend starts its worker from it)."""
+        ...
+
+    def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        """A JSON message on the client's WebSocket, as `PromptServer.send_sync` does."""
+        ...
+
+    def send_bytes(self, event: int, payload: bytes, sid: str | None) -> None: ...
+
+    def supports_preview_metadata(self, sid: str | None) -> bool: ...
+
+    def next_number(self, front: bool) -> float:
+        """The queue number ComfyUI would give the next prompt."""
+        ...
+
+    def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Run the other extensions' on-prompt handlers, as ComfyUI does."""
+        ...
+
+    def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None: ...
+
+    def queue_changed(self) -> None:
+        """Broadcast the queue status (so `queue_remaining` counts remote jobs)."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """The user's saved ComfyUI settings."""
+        ...

@@ -1,0 +1,77 @@
+"""Find the local input files a workflow references, and hash them once.
+
+Any string input that names an existing file in the local input folder is
+shipped: LoadImage, LoadImageMask, video and audio loaders, any upload COMBO,
+files in subfolders, and `name [input]` annotations. Looking at values rather
+than at node types means custom loader nodes need no code here. Hashes are
+cached by path, size and mtime, so a 20 MB input is read once, not per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadRequest
+from ..fsutil import confined
+from ..protocol import safe_relpath
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LocalInput:
+    name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+def referenced_names(prompt: dict[str, Any]) -> set[str]:
+    names = set()
+    for node in prompt.values():
+        for value in (node.get("inputs") or {}).values() if isinstance(node, dict) else []:
+            if not isinstance(value, str) or not value:
+                continue
+            bare = value[: -len(" [input]")] if value.endswith(" [input]") else value
+            if bare.endswith(("[output]", "[temp]")):
+                continue
+            try:
+                names.add(safe_relpath(bare))
+            except BadRequest:
+                continue
+    return names
+
+
+class InputHasher:
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int], str] = {}
+
+    def sha256(self, path: Path) -> tuple[str, int]:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._cache:
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    digest.update(chunk)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = digest.hexdigest()
+        return self._cache[key], st.st_size
+
+    def collect(self, prompt: dict[str, Any], input_dir: Path) -> list[LocalInput]:
+        """Every referenced file that exists under `input_dir` (blocking: hashes)."""
+        found = []
+        for name in sorted(referenced_names(prompt)):
+            try:
+                path = confined(input_dir, name)
+            except ValueError:
+                continue
+            if path.is_file() and os.access(path, os.R_OK):
+                sha, size = self.sha256(path)
+                found.append(LocalInput(name=name, path=path, sha256=sha, size=size))
+        return found

@@ -1,0 +1,238 @@
+"""Run one accepted prompt on a backend and make it look local.
+
+In order: ship the inputs the remote lacks, submit, then follow the remote's
+events. Each event is re-sent to the submitting client under the local
+prompt id; each `executed` waits for its files to land locally and then
+points at them; the history entry is written before the final events go out,
+exactly as ComfyUI orders it, so the frontend finds the outputs when it asks.
+A failure that is not a ComfyUI error of its own (refused job, crash, lost
+remote) is turned into an `execution_error` the stock frontend shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..backends.base import Backend
+from ..errors import RemoteExecError
+from ..protocol import (
+    CANCELLED,
+    COMPLETED,
+    JOB_STATUS,
+    PREVIEW,
+    TERMINAL_STATUSES,
+    Event,
+    JobSpec,
+    MediaItem,
+    OutputFile,
+)
+from .host import Host
+from .inputs import InputHasher
+from .journal import DONE, SUBMITTED, Journal, RemoteJob
+from .landing import Lander
+from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_frame
+
+log = logging.getLogger(__name__)
+
+
+class JobRun:
+    def __init__(self, job: RemoteJob, backend: Backend, host: Host, journal: Journal,
+                 hasher: InputHasher, on_output: Callable[[dict[str, Any]], None] | None = None
+                 ) -> None:
+        self.job = job
+        self.backend = backend
+        self.host = host
+        self.journal = journal
+        self.hasher = hasher
+        self.lander = Lander(host.output_dir, host.temp_dir)
+        self.on_output = on_output
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.messages: list[list[Any]] = []
+        self.executed_nodes: list[str] = []
+        self.history_written = False
+        self.ended = False
+        self.cancel_requested = False
+
+    # -- the run --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if self.job.remote_id is None:
+                await self._submit()
+            await self._follow()
+        except asyncio.CancelledError:
+            raise
+        except RemoteExecError as exc:
+            exc.job_id = exc.job_id or self.job.remote_id
+            self._fail(exc.to_dict())
+        except Exception as exc:
+            log.exception("remote job %s failed in the extension", self.job.prompt_id)
+            self._fail({"code": "extension_error", "message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.job.state = DONE
+            self.journal.remove(self.job.prompt_id)
+
+    async def _submit(self) -> None:
+        job = self.job
+        files = await asyncio.to_thread(self.hasher.collect, job.prompt, self.host.input_dir)
+        missing = set(await self.backend.missing_blobs([f.sha256 for f in files]))
+        for item in files:
+            if item.sha256 in missing:
+                await self.backend.upload_blob(item.sha256, item.path)
+                job.uploaded.append(item.sha256)
+                missing.discard(item.sha256)
+            else:
+                job.reused.append(item.sha256)
+        spec = JobSpec(workflow=job.prompt,
+                       media=[MediaItem(name=f.name, sha256=f.sha256) for f in files],
+                       partial_execution_targets=job.partial_execution_targets,
+                       extra={"local_prompt_id": job.prompt_id})
+        if self.cancel_requested:
+            raise RemoteExecError("cancelled before it started", code="cancelled")
+        job.remote_id = await self.backend.submit(spec)
+        job.state = SUBMITTED
+        self.journal.save(job)
+        if self.cancel_requested:  # cancelled while the submission was in flight
+            await self.backend.cancel(job.remote_id)
+
+    async def _follow(self) -> None:
+        assert self.job.remote_id is not None
+        async for event in self.backend.events(self.job.remote_id):
+            await self._handle(event)
+            if event.terminal:
+                return
+        raise RemoteExecError("the remote event stream ended before the job did",
+                              code="stream_ended", retryable=True)
+
+    async def _handle(self, event: Event) -> None:
+        job = self.job
+        if event.type == JOB_STATUS:
+            await self._on_status(event.data)
+            return
+        if event.type == PREVIEW:
+            sid = job.client_id
+            frame_type, payload = preview_frame(event.data, job.prompt_id,
+                                                self.host.supports_preview_metadata(sid))
+            self.host.send_bytes(frame_type, payload, sid)
+            return
+        message = comfy_message(event, job.prompt_id)
+        if message is None:
+            return
+        kind, data = message
+        if kind == "executed":
+            data["output"] = await self._land(event.data)
+            node = str(event.data.get("node"))
+            self.outputs[node] = data["output"]
+            self.meta[node] = {"node_id": node, "display_node": event.data.get("display_node"),
+                               "parent_node": None, "real_node_id": node}
+        elif kind == "executing" and event.data.get("node") is not None:
+            self.executed_nodes.append(str(event.data["node"]))
+        if kind in HISTORY_MESSAGES:
+            self.messages.append([kind, data])
+        if kind in ("execution_success", "execution_error", "execution_interrupted"):
+            self._write_history(kind == "execution_success")
+        if kind == "executing" and event.data.get("node") is None:
+            self.ended = True
+        self.host.send(kind, data, job.client_id)
+
+    async def _land(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The node's UI output, with each remote file replaced by its landed copy."""
+        output = {k: list(v) if isinstance(v, list) else v
+                  for k, v in (data.get("output") or {}).items()}
+        for raw in data.get("files") or []:
+            out = OutputFile.parse(raw)
+            key = f"{out.node_id}/{out.key}/{out.index}/{out.sha256}"
+            entry = self.job.landed.get(key)
+            if entry is None or self.lander.existing(entry, out) is None:
+                assert self.job.remote_id is not None
+                entry = await self.lander.land(self.backend, self.job.remote_id, out)
+                self.job.landed[key] = entry
+                self.journal.save(self.job)
+                if self.on_output is not None and entry["type"] == "output":
+                    self.on_output(entry)
+            items = output.get(out.key)
+            if isinstance(items, list) and out.index < len(items) and isinstance(
+                    items[out.index], dict):
+                items[out.index] = {**items[out.index], **entry}
+        return output
+
+    async def _on_status(self, data: dict[str, Any]) -> None:
+        status = data.get("status")
+        self.job.status = status
+        if status not in TERMINAL_STATUSES:
+            return
+        if status == COMPLETED:
+            if not self.history_written:
+                self._write_history(True)
+        elif status == CANCELLED:
+            if not self.history_written:
+                self._interrupted()
+        elif status == "failed":
+            error = data.get("error") or {}
+            self.job.error = error
+            self._notify_error(error)
+            if not self.history_written:
+                self._fail(error)
+        self._end()
+
+    # -- endings ----------------------------------------------------------------------
+
+    def _interrupted(self) -> None:
+        data = {"prompt_id": self.job.prompt_id, "node_id": "", "node_type": "",
+                "executed": self.executed_nodes, "timestamp": 0}
+        self.messages.append(["execution_interrupted", data])
+        self._write_history(False)
+        self.host.send("execution_interrupted", data, self.job.client_id)
+        self._end()
+
+    def _fail(self, error: dict[str, Any]) -> None:
+        """End the job locally with an error the frontend shows."""
+        if self.job.error is None:
+            self.job.error = error
+            self._notify_error(error)
+        if self.history_written:
+            self._end()
+            return
+        if error.get("code") == "cancelled" or self.cancel_requested:
+            self._interrupted()
+            return
+        if not self.messages:
+            start = {"prompt_id": self.job.prompt_id, "timestamp": 0}
+            self.messages.append(["execution_start", start])
+            self.host.send("execution_start", start, self.job.client_id)
+        data = error_message(self.job.prompt_id, error, self.executed_nodes)
+        self.messages.append(["execution_error", data])
+        self._write_history(False)
+        self.host.send("execution_error", data, self.job.client_id)
+        self._end()
+
+    def _notify_error(self, error: dict[str, Any]) -> None:
+        self.host.send("remote_exec.error", {
+            "prompt_id": self.job.prompt_id, "message": error.get("message"),
+            "code": error.get("code"), "node_id": error.get("node_id"),
+            "log_tail": (error.get("log_tail") or [])[-20:]}, self.job.client_id)
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.host.send("executing", {"node": None, "prompt_id": self.job.prompt_id},
+                           self.job.client_id)
+
+    def _write_history(self, success: bool) -> None:
+        if self.history_written:
+            return
+        self.history_written = True
+        job = self.job
+        extra = {k: v for k, v in job.extra_data.items()
+                 if k not in ("auth_token_comfy_org", "api_key_comfy_org")}
+        self.host.add_history(job.prompt_id, {
+            "prompt": [job.number, job.prompt_id, job.prompt, extra, job.outputs_to_execute],
+            "outputs": self.outputs,
+            "status": {"status_str": "success" if success else "error",
+                       "completed": success, "messages": self.messages},
+            "meta": self.meta,
+        })

@@ -1,0 +1,76 @@
+"""The local journal of remote jobs, so a restart loses nothing already paid for.
+
+One JSON file per job under the state directory (platformdirs by default),
+rewritten atomically at each step that matters: accepted, submitted (with the
+remote job id), each output landed, finished. After a restart, unfinished jobs
+are resumed: pending ones are dispatched again, submitted ones re-follow their
+remote job from the first event, and outputs already landed are not fetched
+twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..fsutil import atomic_write_json
+
+PENDING, SUBMITTED, DONE = "pending", "submitted", "done"
+
+
+@dataclass
+class RemoteJob:
+    prompt_id: str
+    number: float
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    client_id: str | None
+    outputs_to_execute: list[str]
+    backend: str
+    url: str | None = None
+    partial_execution_targets: list[str] | None = None
+    state: str = PENDING
+    remote_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+    landed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uploaded: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    status: str | None = None
+    error: dict[str, Any] | None = None
+
+    def queue_item(self) -> list[Any]:
+        """The job as an entry of ComfyUI's `/queue` lists."""
+        return [self.number, self.prompt_id, self.prompt, self.extra_data,
+                self.outputs_to_execute]
+
+    def view(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("prompt", "extra_data")}
+
+
+class Journal:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, prompt_id: str) -> Path:
+        return self.root / f"{prompt_id}.json"
+
+    def save(self, job: RemoteJob) -> None:
+        atomic_write_json(self._path(job.prompt_id), asdict(job))
+
+    def remove(self, prompt_id: str) -> None:
+        self._path(prompt_id).unlink(missing_ok=True)
+
+    def unfinished(self) -> list[RemoteJob]:
+        jobs = []
+        for path in self.root.glob("*.json"):
+            try:
+                job = RemoteJob(**json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError):
+                continue
+            if job.state != DONE:
+                jobs.append(job)
+        return sorted(jobs, key=lambda j: j.number)

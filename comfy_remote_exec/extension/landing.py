@@ -1,0 +1,131 @@
+"""Land remote output files in the local `output/` (or `temp/` for previews).
+
+A file goes where a local run would have put it: same subfolder, same name.
+It is streamed to a hidden part-file in that folder, its sha256 and size are
+checked against the remote's descriptor, and only then linked into place;
+`os.link` fails rather than overwrite, so an existing file is never touched.
+If the name is taken by different bytes, the next free number is taken the
+way ComfyUI's own counter does (`name_00002_.png`). If it is taken by the very
+same bytes (a job resumed after a restart), that file is reused, so each
+output lands exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..backends.base import Backend
+from ..errors import RemoteExecError
+from ..fsutil import confined
+from ..protocol import OutputFile
+
+COUNTER = re.compile(r"^(?P<prefix>.*)_(?P<n>\d{5,})_(?P<ext>\.[^.]*)?$")
+CHUNK = 1024 * 1024
+
+
+class HashingWriter:
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+
+def _same_file(path: Path, sha256: str, size: int) -> bool:
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == sha256
+
+
+def candidate_names(folder: Path, filename: str) -> list[str]:
+    """The remote's name first, then fresh counter names after the highest in use."""
+    match = COUNTER.match(filename)
+    if match:
+        prefix, ext = match["prefix"], match["ext"] or ""
+    else:
+        stem, dot, ext = filename.rpartition(".")
+        prefix, ext = (stem, f".{ext}") if dot and stem else (filename, "")
+    pattern = re.compile(re.escape(prefix) + r"_(\d{5,})_" + re.escape(ext) + "$")
+    used = [int(m[1]) for name in os.listdir(folder) if (m := pattern.match(name))]
+    start = max(used, default=0) + 1
+    return [filename, *(f"{prefix}_{n:05}_{ext}" for n in range(start, start + 1000))]
+
+
+class Lander:
+    def __init__(self, output_dir: Path, temp_dir: Path) -> None:
+        self.output_dir = output_dir
+        self.temp_dir = temp_dir
+
+    def root(self, type_name: str) -> Path:
+        return self.output_dir if type_name == "output" else self.temp_dir
+
+    def local_type(self, type_name: str) -> str:
+        return "output" if type_name == "output" else "temp"
+
+    def existing(self, entry: dict[str, Any], out: OutputFile) -> dict[str, Any] | None:
+        """A landed entry still valid on disk (used when resuming)."""
+        try:
+            path = confined(self.root(entry["type"]), f"{entry['subfolder']}/{entry['filename']}"
+                            if entry.get("subfolder") else entry["filename"])
+        except (KeyError, ValueError):
+            return None
+        return entry if _same_file(path, out.sha256, out.size) else None
+
+    async def land(self, backend: Backend, remote_id: str, out: OutputFile) -> dict[str, Any]:
+        """Download `out` and return its local UI entry `{filename, subfolder, type}`."""
+        root = self.root(out.type)
+        try:
+            folder = confined(root, out.subfolder) if out.subfolder else root.resolve()
+        except ValueError:
+            raise RemoteExecError(f"output subfolder {out.subfolder!r} escapes {root}",
+                                  code="unsafe_name") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f".remote_exec-{uuid.uuid4().hex}.part"
+        try:
+            with part.open("wb") as fh:
+                writer = HashingWriter(fh)
+                await backend.download(remote_id, out, writer)  # type: ignore[arg-type]
+            if writer.digest.hexdigest() != out.sha256 or writer.size != out.size:
+                raise RemoteExecError(
+                    f"{out.filename} arrived corrupted (sha256 or size differs)",
+                    code="output_corrupted", retryable=True)
+            name = self._place(part, folder, out)
+        finally:
+            part.unlink(missing_ok=True)
+        sub = folder.relative_to(root.resolve()).as_posix()
+        return {"filename": name, "subfolder": "" if sub == "." else sub,
+                "type": self.local_type(out.type)}
+
+    def _place(self, part: Path, folder: Path, out: OutputFile) -> str:
+        for name in candidate_names(folder, out.filename):
+            dest = folder / name
+            if _same_file(dest, out.sha256, out.size):
+                return name
+            try:
+                os.link(part, dest)
+                return name
+            except FileExistsError:
+                continue
+            except OSError:
+                # No hard links here (some filesystems): exclusive create instead.
+                with contextlib.suppress(FileExistsError):
+                    with dest.open("xb") as fh, part.open("rb") as src:
+                        while chunk := src.read(CHUNK):
+                            fh.write(chunk)
+                    return name
+        raise RemoteExecError(f"no free name for {out.filename} in {folder}",
+                              code="output_name_exhausted")
