@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import queue
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,9 @@ import httpx
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.spawn import start_worker as start_worker_process
+from comfy_remote_exec.worker.spawn import stop_worker as stop_worker_process
+from comfy_remote_exec.worker.spawn import worker_command
 
 from .helpers import FIXTURES, sse_events, write_tiny_upscaler
 
@@ -77,34 +77,14 @@ class WorkerHandle:
 
 def start_worker(install: ComfyInstall, base: Path, *extra: str,
                  token: str | None = TOKEN) -> WorkerHandle:
-    port = free_port()
-    env = {**os.environ, "REMOTE_EXEC_TEST_TOKEN": token or ""}
-    cmd = [sys.executable, "-m", "comfy_remote_exec.worker", "--comfyui", str(install.root),
-           "--python", str(install.python), "--base-dir", str(base), "--port", str(port),
-           *(["--token-env", "REMOTE_EXEC_TEST_TOKEN"] if token else []), *extra,
-           "--", "--cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    cmd = worker_command(python=sys.executable, comfyui=install.root,
+                         comfy_python=install.python, base_dir=base,
+                         token_env="REMOTE_EXEC_TEST_TOKEN" if token else None,
+                         extra=extra, comfy_args=["--cpu"])
     lines: list[str] = []
-    ready: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "ready at" in line:
-                ready.put(line)
-        ready.put("")
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        line = ready.get(timeout=120)
-    except queue.Empty:
-        line = ""
-    if "ready at" not in line:
-        proc.kill()
-        raise RuntimeError("worker did not start:\n" + "".join(lines[-40:]))
-    url = line.rsplit(" ", 1)[1].strip()
+    proc, url = start_worker_process(cmd, env={**os.environ,
+                                               "REMOTE_EXEC_TEST_TOKEN": token or ""},
+                                     sink=lines.append)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = httpx.Client(base_url=url, headers=headers, timeout=30.0)
     return WorkerHandle(url=url, base=base, proc=proc, client=client, lines=lines)
@@ -112,11 +92,7 @@ def start_worker(install: ComfyInstall, base: Path, *extra: str,
 
 def stop_worker(handle: WorkerHandle) -> None:
     handle.client.close()
-    handle.proc.terminate()
-    try:
-        handle.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        handle.proc.kill()
+    stop_worker_process(handle.proc)
 
 
 @pytest.fixture(scope="session")

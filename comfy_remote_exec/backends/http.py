@@ -52,10 +52,12 @@ class HttpBackend:
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         self.headers = headers
 
-    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+    async def _call(self, method: str, path: str, what: str,
+                    headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         try:
             resp = await self.client.request(method, f"{self.url}{path}",
-                                             headers=self.headers, **kwargs)
+                                             headers={**self.headers, **(headers or {})},
+                                             **kwargs)
         except httpx.HTTPError as exc:
             raise RemoteUnavailable(f"{what}: cannot reach the worker at {self.url} ({exc})",
                                     code="worker_unreachable") from exc
@@ -76,8 +78,7 @@ class HttpBackend:
                     yield chunk
 
         await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
-                         content=body(), headers={**self.headers,
-                                                  "Content-Type": "application/octet-stream"})
+                         content=body(), headers={"Content-Type": "application/octet-stream"})
 
     async def submit(self, spec: JobSpec) -> str:
         resp = await self._call("POST", "/v1/jobs", "submitting the job", json=spec.to_dict())

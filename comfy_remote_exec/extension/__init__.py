@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-COMFYUI_MODULES = frozenset({"server", "folder_paths", "execution", "comfy_api"})
+COMFYUI_MODULES = frozenset({"server", "folder_paths", "execution", "comfy_api", "protocol"})
 
 
 def install() -> Any:

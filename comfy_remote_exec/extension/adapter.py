@@ -8,6 +8,7 @@ extension with the server's own aiohttp start-up and shutdown signals.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -18,10 +19,13 @@ import folder_paths
 import server
 from aiohttp import web
 from comfy_api import feature_flags
+from PIL import Image
+from protocol import BinaryEventTypes
 
 from ..config import state_dir
 from .core import RemoteExec
 from .intercept import make_middleware
+from .relay import legacy_preview
 from .routes import add_routes
 
 log = logging.getLogger("comfy_remote_exec")
@@ -50,14 +54,20 @@ class ComfyHost:
     def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
         self.server.send_sync(event, data, sid)
 
-    def send_bytes(self, event: int, payload: bytes, sid: str | None) -> None:
-        self.server.send_sync(event, payload, sid)
-
-    def supports_preview_metadata(self, sid: str | None) -> bool:
-        if sid is None:
-            return False
-        return bool(feature_flags.supports_feature(self.server.sockets_metadata, sid,
-                                                   "supports_preview_metadata"))
+    def send_preview(self, image: bytes, image_type: str, metadata: dict[str, Any],
+                     sid: str | None) -> None:
+        if sid is not None and feature_flags.supports_feature(
+                self.server.sockets_metadata, sid, "supports_preview_metadata"):
+            # ComfyUI sends type-4 frames only from a decoded image and its metadata.
+            with Image.open(io.BytesIO(image)) as img:
+                img.load()
+                decoded = img.copy()
+            fmt = "PNG" if image_type == "image/png" else "JPEG"
+            self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA,
+                                  ((fmt, decoded, None), metadata), sid)
+        else:
+            self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE,
+                                  legacy_preview(image, image_type), sid)
 
     def next_number(self, front: bool) -> float:
         number = self.server.number

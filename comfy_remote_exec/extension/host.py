@@ -30,9 +30,10 @@ class Host(Protocol):
         """A JSON message on the client's WebSocket, as `PromptServer.send_sync` does."""
         ...
 
-    def send_bytes(self, event: int, payload: bytes, sid: str | None) -> None: ...
-
-    def supports_preview_metadata(self, sid: str | None) -> bool: ...
+    def send_preview(self, image: bytes, image_type: str, metadata: dict[str, Any],
+                     sid: str | None) -> None:
+        """A preview frame, with metadata if the client negotiated it, else legacy."""
+        ...
 
     def next_number(self, front: bool) -> float:
         """The queue number ComfyUI would give the next prompt."""

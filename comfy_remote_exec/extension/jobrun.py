@@ -33,7 +33,7 @@ from .host import Host
 from .inputs import InputHasher
 from .journal import DONE, SUBMITTED, Journal, RemoteJob
 from .landing import Lander
-from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_frame
+from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_parts
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +60,19 @@ class JobRun:
     # -- the run --------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Run to the end. Cancellation (shutdown) leaves the journal entry to resume from."""
         try:
             if self.job.remote_id is None:
                 await self._submit()
             await self._follow()
-        except asyncio.CancelledError:
-            raise
         except RemoteExecError as exc:
             exc.job_id = exc.job_id or self.job.remote_id
             self._fail(exc.to_dict())
         except Exception as exc:
             log.exception("remote job %s failed in the extension", self.job.prompt_id)
             self._fail({"code": "extension_error", "message": f"{type(exc).__name__}: {exc}"})
-        finally:
-            self.job.state = DONE
-            self.journal.remove(self.job.prompt_id)
+        self.job.state = DONE
+        self.journal.remove(self.job.prompt_id)
 
     async def _submit(self) -> None:
         job = self.job
@@ -114,10 +112,8 @@ class JobRun:
             await self._on_status(event.data)
             return
         if event.type == PREVIEW:
-            sid = job.client_id
-            frame_type, payload = preview_frame(event.data, job.prompt_id,
-                                                self.host.supports_preview_metadata(sid))
-            self.host.send_bytes(frame_type, payload, sid)
+            image, image_type, meta = preview_parts(event.data, job.prompt_id)
+            self.host.send_preview(image, image_type, meta, job.client_id)
             return
         message = comfy_message(event, job.prompt_id)
         if message is None:

@@ -3,22 +3,19 @@
 Pure functions. The local `prompt_id` is put back into every message (and
 into each node state of `progress_state`), and node ids are untouched, so the
 stock frontend highlights the right nodes. Preview frames are rebuilt in the
-binary format the receiving client negotiated: the metadata format (type 4)
-when it declared `supports_preview_metadata`, else the legacy one (type 1).
+format the receiving client negotiated (see `Host.send_preview`): with
+metadata when it declared `supports_preview_metadata`, else the legacy one.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import time
 from typing import Any
 
 from ..protocol import JOB_STATUS, PREVIEW, Event
 
-PREVIEW_IMAGE = 1
-PREVIEW_IMAGE_WITH_METADATA = 4
 # The events ComfyUI stamps with a millisecond `timestamp`.
 STAMPED = frozenset({"execution_start", "execution_cached", "execution_success",
                      "execution_error", "execution_interrupted"})
@@ -44,22 +41,23 @@ def comfy_message(event: Event, prompt_id: str) -> tuple[str, dict[str, Any]] | 
     return event.type, data
 
 
-def preview_frame(data: dict[str, Any], prompt_id: str, with_metadata: bool
-                  ) -> tuple[int, bytes]:
-    """`(binary event type, payload)` for a preview, without ComfyUI's 4-byte event prefix."""
+def preview_parts(data: dict[str, Any], prompt_id: str
+                  ) -> tuple[bytes, str, dict[str, Any]]:
+    """`(image bytes, mime type, ComfyUI preview metadata)` of a wire preview."""
     image = base64.b64decode(data.get("image") or "")
     image_type = str(data.get("image_type") or "image/jpeg")
-    if with_metadata:
-        meta = json.dumps({
-            "node_id": data.get("node"), "prompt_id": prompt_id,
-            "display_node_id": data.get("display_node") or data.get("node"),
-            "parent_node_id": data.get("parent_node"),
-            "real_node_id": data.get("real_node") or data.get("node"),
-            "image_type": image_type,
-        }).encode()
-        return PREVIEW_IMAGE_WITH_METADATA, struct.pack(">I", len(meta)) + meta + image
-    legacy_type = 2 if image_type == "image/png" else 1
-    return PREVIEW_IMAGE, struct.pack(">I", legacy_type) + image
+    meta = {
+        "node_id": data.get("node"), "prompt_id": prompt_id,
+        "display_node_id": data.get("display_node") or data.get("node"),
+        "parent_node_id": data.get("parent_node"),
+        "real_node_id": data.get("real_node") or data.get("node"),
+    }
+    return image, image_type, meta
+
+
+def legacy_preview(image: bytes, image_type: str) -> bytes:
+    """The legacy preview payload (type 1): a 4-byte image format, then the image."""
+    return struct.pack(">I", 2 if image_type == "image/png" else 1) + image
 
 
 def error_message(prompt_id: str, error: dict[str, Any], executed: list[str]

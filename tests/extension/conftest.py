@@ -1,0 +1,185 @@
+"""Fixtures for the extension: a local ComfyUI started by the launcher, and its client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from comfy_remote_exec.discovery import ComfyInstall
+from comfy_remote_exec.worker.comfy_process import free_port
+
+from ..conftest import prepare_worker_base
+
+REPO = Path(__file__).resolve().parents[2]
+COMFY_READY = "To see the GUI go to:"
+
+
+@dataclass
+class Launched:
+    """A launcher process: local ComfyUI at `url` with the extension, plus its worker."""
+
+    url: str
+    proc: subprocess.Popen[str]
+    local: Path
+    worker: Path
+    state: Path
+    lines: list[str] = field(default_factory=list)
+
+    def local_lines(self) -> list[str]:
+        """Output of the local ComfyUI and launcher (the worker's is prefixed)."""
+        return [line for line in self.lines if not line.startswith("[worker]")]
+
+
+def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,
+           env: dict[str, str] | None = None) -> Launched:
+    local, worker, state = root / "local", root / "worker", root / "state"
+    (local / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    prepare_worker_base(worker)
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "launcher" / "launch.py"), "--comfyui", str(comfy.root),
+           "--port", str(port), "--worker-dir", str(worker), *launcher_args,
+           "--", "--cpu", "--base-directory", str(local)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "REMOTE_EXEC_STATE_DIR": str(state),
+                                 **(env or {})}, start_new_session=True)
+    handle = Launched(url=f"http://127.0.0.1:{port}", proc=proc, local=local, worker=worker,
+                      state=state)
+    ready: queue.Queue[bool] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            handle.lines.append(line)
+            if COMFY_READY in line:
+                ready.put(True)
+        ready.put(False)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        ok = ready.get(timeout=180)
+    except queue.Empty:
+        ok = False
+    if not ok:
+        stop(handle)
+        raise RuntimeError("the launcher did not bring ComfyUI up:\n" +
+                           "".join(handle.lines[-60:]))
+    return handle
+
+
+def stop(handle: Launched) -> None:
+    if handle.proc.poll() is None:
+        handle.proc.send_signal(signal.SIGTERM)
+        try:
+            handle.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(handle.proc.pid, signal.SIGKILL)
+            handle.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def launched(comfy_install: ComfyInstall, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Launched]:
+    handle = launch(comfy_install, tmp_path_factory.mktemp("launched"))
+    yield handle
+    stop(handle)
+
+
+@dataclass
+class Message:
+    type: str
+    data: Any
+    binary: bytes | None = None
+
+
+class LocalClient:
+    """What a ComfyUI API client does: a WebSocket with a client_id, and POST /api/prompt."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str | None = None,
+                 preview_metadata: bool = True) -> None:
+        self.url = url
+        self.session = session
+        self.client_id = client_id or uuid.uuid4().hex
+        self.preview_metadata = preview_metadata
+        self.messages: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def connect(self) -> None:
+        self._ws = await self.session.ws_connect(f"{self.url}/ws?clientId={self.client_id}")
+        if self.preview_metadata:
+            await self._ws.send_json({"type": "feature_flags",
+                                      "data": {"supports_preview_metadata": True}})
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await self.messages.put(Message("binary", None, msg.data))
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                await self.messages.put(Message(data["type"], data.get("data")))
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def post(self, prompt: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        body = {"prompt": prompt, "client_id": self.client_id, **extra}
+        async with self.session.post(f"{self.url}/api/prompt", json=body) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+            return dict(answer)
+
+    async def until_end(self, prompt_id: str, timeout: float = 90.0,
+                        on: Any = None) -> list[Message]:
+        """Messages up to this prompt's `executing` with `node: null`."""
+        seen: list[Message] = []
+
+        async def collect() -> None:
+            while True:
+                msg = await self.messages.get()
+                seen.append(msg)
+                if on is not None:
+                    await on(msg)
+                if (msg.type == "executing" and isinstance(msg.data, dict)
+                        and msg.data.get("node") is None
+                        and msg.data.get("prompt_id") == prompt_id):
+                    return
+
+        await asyncio.wait_for(collect(), timeout)
+        return seen
+
+    async def run(self, prompt: dict[str, Any], timeout: float = 90.0, **extra: Any
+                  ) -> tuple[str, list[Message]]:
+        prompt_id = (await self.post(prompt, **extra))["prompt_id"]
+        return prompt_id, await self.until_end(prompt_id, timeout)
+
+    async def get(self, path: str) -> Any:
+        async with self.session.get(f"{self.url}{path}") as resp:
+            return await resp.json()
+
+
+@pytest.fixture
+async def client(launched: Launched) -> AsyncIterator[LocalClient]:
+    async with aiohttp.ClientSession() as session:
+        local = LocalClient(launched.url, session)
+        await local.connect()
+        yield local
+        await local.close()

@@ -1,0 +1,203 @@
+"""Acceptance: Run in a local ComfyUI executes on the worker and looks local.
+
+The launcher starts the local ComfyUI (its own --base-directory) and a local
+worker (its own base directory); an API client talks only to the local one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..helpers import png_bytes, workflow
+from .conftest import Launched, LocalClient, Message
+
+pytestmark = pytest.mark.comfyui
+
+
+def types_of(messages: list[Message], prompt_id: str) -> list[str]:
+    return [m.type for m in messages
+            if m.type == "binary" or not isinstance(m.data, dict)
+            or m.data.get("prompt_id") in (prompt_id, None)]
+
+
+def executed(messages: list[Message]) -> list[dict[str, Any]]:
+    return [m.data for m in messages if m.type == "executed"]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_landed(launched: Launched, messages: list[Message], history: dict) -> list[Path]:
+    """Every executed file exists locally with the worker's bytes and is in history."""
+    paths = []
+    for data in executed(messages):
+        for key, items in data["output"].items():
+            for item in items if isinstance(items, list) else []:
+                if not isinstance(item, dict) or "filename" not in item:
+                    continue
+                folder = launched.local / item["type"] / item["subfolder"]
+                local = folder / item["filename"]
+                assert local.is_file(), local
+                remote = launched.worker / item["type"] / item["subfolder"] / item["filename"]
+                assert sha(local) == sha(remote)
+                paths.append(local)
+                assert item in history["outputs"][data["node"]][key]
+    return paths
+
+
+@pytest.mark.parametrize("name", ["invert", "upscale_tiny", "animated", "video", "preview_any"])
+async def test_workflow_runs_remotely(launched: Launched, client: LocalClient,
+                                      name: str) -> None:
+    flow = workflow(name)
+    prompt_id, messages = await client.run(flow)
+    kinds = types_of(messages, prompt_id)
+    assert "execution_start" in kinds and "execution_success" in kinds, kinds
+    ran = {m.data["node"] for m in messages if m.type == "executing" and m.data.get("node")}
+    cached = {n for m in messages if m.type == "execution_cached" for n in m.data["nodes"]}
+    assert ran | cached == set(flow)
+    if name == "upscale_tiny":
+        progress = [m.data for m in messages if m.type == "progress"]
+        assert progress and progress[-1]["value"] == progress[-1]["max"]
+        assert all(p["prompt_id"] == prompt_id for p in progress)
+    history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
+    assert history["status"]["status_str"] == "success"
+    paths = assert_landed(launched, messages, history)
+    if name == "preview_any":
+        assert executed(messages)[0]["output"]["text"] == ["hello remote"]
+    else:
+        assert paths and all(p.is_relative_to(launched.local / "output") for p in paths)
+    assert not [line for line in launched.local_lines() if "Prompt executed" in line], \
+        "the local ComfyUI executed a node itself"
+
+
+async def test_input_in_subfolder_is_shipped_once(launched: Launched,
+                                                  client: LocalClient) -> None:
+    image = launched.local / "input" / "photos" / "example.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.write_bytes(png_bytes(size=(80, 60), color=(200, 10, 10)))
+    flow = workflow("load_scale")
+    flow["1"]["inputs"]["image"] = "photos/example.png"
+    jobs = []
+    for width in (64, 32):
+        flow["2"]["inputs"]["width"] = width
+        prompt_id, messages = await client.run(flow)
+        assert "execution_success" in types_of(messages, prompt_id)
+        jobs.append(await client.get(f"/remote_exec/jobs/{prompt_id}"))
+    digest = sha(image)
+    assert jobs[0]["uploaded"] == [digest] or jobs[0]["reused"] == [digest]
+    assert jobs[1]["uploaded"] == [] and jobs[1]["reused"] == [digest]
+
+
+async def test_previews_follow_the_clients_feature_flags(launched: Launched,
+                                                         client: LocalClient) -> None:
+    flow = workflow("steps")
+    flow["2"]["inputs"].update(steps=3, step_seconds=0.01)
+    flow["1"]["inputs"]["color"] = 77
+    prompt_id, messages = await client.run(flow)
+    frames = [m.binary for m in messages if m.type == "binary"]
+    assert len(frames) == 3
+    assert frames[0] is not None
+    event, length = struct.unpack(">II", frames[0][:8])
+    meta = json.loads(frames[0][8:8 + length])
+    assert event == 4 and meta["prompt_id"] == prompt_id and meta["node_id"] == "2"
+    assert frames[0][8 + length:8 + length + 2] == b"\xff\xd8"
+
+
+async def test_cancel_during_upscale(launched: Launched, client: LocalClient) -> None:
+    flow = workflow("upscale_tiny")
+    flow["1"]["inputs"].update(width=3072, height=3072)
+    prompt_id = (await client.post(flow))["prompt_id"]
+    interrupted = False
+
+    async def on(msg: Message) -> None:
+        nonlocal interrupted
+        if msg.type == "progress" and not interrupted:
+            interrupted = True
+            async with client.session.post(f"{client.url}/api/interrupt",
+                                           json={"prompt_id": prompt_id}) as resp:
+                assert resp.status == 200
+
+    messages = await client.until_end(prompt_id, on=on)
+    kinds = types_of(messages, prompt_id)
+    assert interrupted and "execution_interrupted" in kinds and "execution_success" not in kinds
+    history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
+    assert history["status"]["status_str"] == "error"
+
+
+@pytest.mark.parametrize("case", ["unknown_node", "missing_model"])
+async def test_remote_failure_reaches_the_ui(launched: Launched, client: LocalClient,
+                                             case: str) -> None:
+    if case == "unknown_node":
+        flow, expected = workflow("unknown_node"), "NodeThatDoesNotExist"
+    else:
+        flow = workflow("upscale_tiny")
+        flow["2"]["inputs"]["model_name"] = "only-on-my-laptop.pth"
+        expected = "only-on-my-laptop.pth"
+    prompt_id, messages = await client.run(flow)
+    errors = [m.data for m in messages if m.type == "execution_error"]
+    assert errors and expected in errors[0]["exception_message"]
+    toasts = [m.data for m in messages if m.type == "remote_exec.error"]
+    assert toasts and expected in toasts[0]["message"]
+    if case == "missing_model":
+        assert errors[0]["node_id"] == "2"
+        assert "tiny_compact_x2.safetensors" in errors[0]["exception_message"]
+    history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
+    assert history["status"]["status_str"] == "error"
+
+
+async def test_queue_lists_remote_jobs_and_delete_reaches_them(
+        launched: Launched, client: LocalClient) -> None:
+    blocker = workflow("steps")
+    blocker["2"]["inputs"].update(steps=40, step_seconds=0.05, previews=False)
+    blocker["1"]["inputs"]["color"] = 4242
+    running = (await client.post(blocker))["prompt_id"]
+    waiting = (await client.post(workflow("animated")))["prompt_id"]
+    queue = await client.get("/api/queue")
+    assert running in [item[1] for item in queue["queue_running"]]
+    assert waiting in [item[1] for item in queue["queue_pending"]]
+    async with client.session.post(f"{client.url}/api/queue",
+                                   json={"delete": [waiting]}) as resp:
+        assert resp.status == 200
+    queue = await client.get("/api/queue")
+    assert waiting not in [item[1] for item in queue["queue_pending"]]
+    async with client.session.post(f"{client.url}/api/interrupt", json={}) as resp:
+        assert resp.status == 200
+    messages = await client.until_end(running)
+    assert "execution_interrupted" in types_of(messages, running)
+    assert (await client.get("/api/queue")) == {"queue_running": [], "queue_pending": []}
+
+
+async def test_remote_off_runs_locally_with_the_same_output(
+        launched: Launched, client: LocalClient) -> None:
+    flow = workflow("invert")
+    flow["1"]["inputs"]["color"] = 123456
+    _, remote_msgs = await client.run(flow)
+    _, local_msgs = await client.run(flow, extra_data={"remote_exec": False})
+    [remote_out] = executed(remote_msgs)[0]["output"]["images"]
+    [local_out] = executed(local_msgs)[0]["output"]["images"]
+    remote_file = launched.local / "output" / remote_out["filename"]
+    local_file = launched.local / "output" / local_out["filename"]
+    assert remote_file != local_file
+    assert remote_file.read_bytes() == local_file.read_bytes()
+    assert any("Prompt executed" in line for line in launched.local_lines())
+
+
+async def test_secrets_never_leave_in_get_responses(launched: Launched,
+                                                    client: LocalClient) -> None:
+    token_lines = [line for line in launched.lines if "REMOTE_EXEC_TOKEN" in line]
+    assert not token_lines, "the token was logged"
+    status = await client.get("/remote_exec/status")
+    assert status["config"]["backend"] == "local" and status["config"]["token_configured"]
+    for path in ("/remote_exec/status", "/remote_exec/health", "/api/settings",
+                 "/api/system_stats", "/api/queue", "/api/history"):
+        async with client.session.get(f"{client.url}{path}") as resp:
+            body = await resp.text()
+        assert "token\":\"" not in body.replace(" ", "") or "token_configured" in body
+        assert "Bearer" not in body
