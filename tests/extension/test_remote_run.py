@@ -68,6 +68,8 @@ async def test_workflow_runs_remotely(launched: Launched, client: LocalClient,
         assert all(p["prompt_id"] == prompt_id for p in progress)
     history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
     assert history["status"]["status_str"] == "success"
+    record = await client.get(f"/remote_exec/jobs/{prompt_id}")
+    assert record["remote_id"] and record["status"] == "completed"
     paths = assert_landed(launched, messages, history)
     if name == "preview_any":
         assert executed(messages)[0]["output"]["text"] == ["hello remote"]
@@ -179,14 +181,15 @@ async def test_remote_off_runs_locally_with_the_same_output(
     flow = workflow("invert")
     flow["1"]["inputs"]["color"] = 123456
     _, remote_msgs = await client.run(flow)
-    _, local_msgs = await client.run(flow, extra_data={"remote_exec": False})
+    local_id, local_msgs = await client.run(flow, extra_data={"remote_exec": False})
     [remote_out] = executed(remote_msgs)[0]["output"]["images"]
     [local_out] = executed(local_msgs)[0]["output"]["images"]
     remote_file = launched.local / "output" / remote_out["filename"]
     local_file = launched.local / "output" / local_out["filename"]
     assert remote_file != local_file
     assert remote_file.read_bytes() == local_file.read_bytes()
-    assert any("Prompt executed" in line for line in launched.local_lines())
+    async with client.session.get(f"{client.url}/remote_exec/jobs/{local_id}") as resp:
+        assert resp.status == 404, "the mode-off run went remote"
 
 
 async def test_secrets_never_leave_in_get_responses(launched: Launched,
