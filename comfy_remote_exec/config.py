@@ -119,7 +119,11 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     raw_section = secrets.get(backend)
     section: Mapping[str, Any] = raw_section if isinstance(raw_section, dict) else {}
-    url = settings.get(SETTING_URL) or env.get("REMOTE_EXEC_URL") or section.get("url") or None
+    if backend == "local":  # the launcher's own worker; the URL setting is for remote ones
+        url = env.get("REMOTE_EXEC_URL") or None
+    else:
+        url = (settings.get(SETTING_URL) or env.get("REMOTE_EXEC_URL") or section.get("url")
+               or None)
     try:
         parallel = int(settings.get(SETTING_PARALLEL) or env.get("REMOTE_EXEC_PARALLEL") or 1)
     except (TypeError, ValueError):

@@ -51,16 +51,26 @@ def _same_file(path: Path, sha256: str, size: int) -> bool:
     return digest.hexdigest() == sha256
 
 
-def candidate_names(folder: Path, filename: str) -> list[str]:
-    """The remote's name first, then fresh counter names after the highest in use."""
+def _family(filename: str) -> tuple[str, str]:
+    """`(prefix, ext)` of a name, as ComfyUI's counter would number it."""
     match = COUNTER.match(filename)
     if match:
-        prefix, ext = match["prefix"], match["ext"] or ""
-    else:
-        stem, dot, ext = filename.rpartition(".")
-        prefix, ext = (stem, f".{ext}") if dot and stem else (filename, "")
+        return match["prefix"], match["ext"] or ""
+    stem, dot, ext = filename.rpartition(".")
+    return (stem, f".{ext}") if dot and stem else (filename, "")
+
+
+def numbered(folder: Path, filename: str) -> list[str]:
+    """Names in `folder` of the form `prefix_NNNNN_ext` for `filename`'s prefix."""
+    prefix, ext = _family(filename)
     pattern = re.compile(re.escape(prefix) + r"_(\d{5,})_" + re.escape(ext) + "$")
-    used = [int(m[1]) for name in os.listdir(folder) if (m := pattern.match(name))]
+    return sorted(name for name in os.listdir(folder) if pattern.match(name))
+
+
+def candidate_names(folder: Path, filename: str) -> list[str]:
+    """The remote's name first, then fresh counter names after the highest in use."""
+    prefix, ext = _family(filename)
+    used = [int(name[len(prefix) + 1:].split("_", 1)[0]) for name in numbered(folder, filename)]
     start = max(used, default=0) + 1
     return [filename, *(f"{prefix}_{n:05}_{ext}" for n in range(start, start + 1000))]
 
@@ -111,10 +121,11 @@ class Lander:
                 "type": self.local_type(out.type)}
 
     def _place(self, part: Path, folder: Path, out: OutputFile) -> str:
+        for name in dict.fromkeys([out.filename, *numbered(folder, out.filename)]):
+            if _same_file(folder / name, out.sha256, out.size):
+                return name  # landed before (a resumed job): not twice
         for name in candidate_names(folder, out.filename):
             dest = folder / name
-            if _same_file(dest, out.sha256, out.size):
-                return name
             try:
                 os.link(part, dest)
                 return name

@@ -1,0 +1,183 @@
+"""Extension pieces that need no ComfyUI: config, secrets, landing, relay, inputs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from comfy_remote_exec.config import (
+    ConfigError,
+    config_path,
+    load_secrets,
+    resolve,
+    state_dir,
+    write_secrets,
+)
+from comfy_remote_exec.errors import RemoteExecError
+from comfy_remote_exec.extension.core import remote_override
+from comfy_remote_exec.extension.inputs import InputHasher, referenced_names
+from comfy_remote_exec.extension.landing import Lander, candidate_names
+from comfy_remote_exec.extension.relay import comfy_message, legacy_preview, preview_parts
+from comfy_remote_exec.protocol import Event, OutputFile
+
+# -- config and secrets -----------------------------------------------------------------
+
+
+def test_settings_override_env_defaults() -> None:
+    env = {"REMOTE_EXEC_ENABLED": "1", "REMOTE_EXEC_BACKEND": "http",
+           "REMOTE_EXEC_URL": "http://env", "REMOTE_EXEC_TOKEN": "s3cret"}
+    cfg = resolve({}, env)
+    assert (cfg.enabled, cfg.backend, cfg.url, cfg.parallel) == (True, "http", "http://env", 1)
+    cfg = resolve({"RemoteExec.Enabled": False, "RemoteExec.EndpointURL": "http://set",
+                   "RemoteExec.ParallelJobs": 3}, env)
+    assert (cfg.enabled, cfg.url, cfg.parallel) == (False, "http://set", 3)
+    assert "s3cret" not in repr(cfg.public_view())
+    assert cfg.public_view()["token_configured"] is True
+    with pytest.raises(ConfigError):
+        resolve({"RemoteExec.Backend": "ftp"}, {})
+
+
+def test_local_backend_ignores_the_url_setting() -> None:
+    cfg = resolve({"RemoteExec.EndpointURL": "http://elsewhere"},
+                  {"REMOTE_EXEC_URL": "http://127.0.0.1:5"})
+    assert cfg.backend == "local" and cfg.url == "http://127.0.0.1:5"
+
+
+def test_secrets_file_must_be_private(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "config.yaml"
+    write_secrets(path, {"http": {"token": "abc"}})
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert resolve({"RemoteExec.Backend": "http"}, {}, load_secrets(path)).token == "abc"
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_secrets(path)
+
+
+def test_paths_follow_env(tmp_path: Path) -> None:
+    env = {"REMOTE_EXEC_STATE_DIR": str(tmp_path / "s"), "REMOTE_EXEC_CONFIG": "~/x.yaml"}
+    assert state_dir(env) == tmp_path / "s"
+    assert config_path(env) == Path("~/x.yaml").expanduser()
+
+
+def test_per_request_override() -> None:
+    assert remote_override({"extra_data": {"remote_exec": False}}) == {"enabled": False}
+    assert remote_override({"extra_data": {"remote_exec": {"backend": "http"}}}) == {
+        "backend": "http"}
+    assert remote_override({}) == {}
+
+
+# -- landing ----------------------------------------------------------------------------
+
+
+def test_candidate_names_follow_comfyui_counter(tmp_path: Path) -> None:
+    for name in ("img_00001_.png", "img_00007_.png", "other_00009_.png"):
+        (tmp_path / name).write_bytes(b"x")
+    names = candidate_names(tmp_path, "img_00001_.png")
+    assert names[:3] == ["img_00001_.png", "img_00008_.png", "img_00009_.png"]
+    assert candidate_names(tmp_path, "notes.txt")[:2] == ["notes.txt", "notes_00001_.txt"]
+
+
+class BytesBackend:
+    """A backend whose downloads come from memory (only `download` is used here)."""
+
+    name = "bytes"
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
+        dest.write(self.payload)
+
+
+def out(filename: str, data: bytes, subfolder: str = "", type_: str = "output") -> OutputFile:
+    return OutputFile(node_id="9", key="images", filename=filename, subfolder=subfolder,
+                      type=type_, kind="image", size=len(data),
+                      sha256=hashlib.sha256(data).hexdigest())
+
+
+async def test_landing_never_overwrites_and_lands_once(tmp_path: Path) -> None:
+    lander = Lander(tmp_path / "output", tmp_path / "temp")
+    (tmp_path / "output" / "sub").mkdir(parents=True)
+    (tmp_path / "output" / "sub" / "a_00001_.png").write_bytes(b"users own file")
+    entry = await lander.land(BytesBackend(b"remote"), "j", out("a_00001_.png", b"remote",
+                                                                 "sub"))  # type: ignore[arg-type]
+    assert entry == {"filename": "a_00002_.png", "subfolder": "sub", "type": "output"}
+    assert (tmp_path / "output" / "sub" / "a_00001_.png").read_bytes() == b"users own file"
+    again = await lander.land(BytesBackend(b"remote"), "j", out("a_00001_.png", b"remote",
+                                                                 "sub"))  # type: ignore[arg-type]
+    assert again == entry, "the same bytes are not landed twice"
+    preview = await lander.land(BytesBackend(b"p"), "j",  # type: ignore[arg-type]
+                                out("p.png", b"p", type_="temp"))
+    assert preview["type"] == "temp" and (tmp_path / "temp" / "p.png").exists()
+    assert not list(tmp_path.rglob("*.part"))
+
+
+async def test_landing_refuses_corruption_and_escapes(tmp_path: Path) -> None:
+    lander = Lander(tmp_path / "output", tmp_path / "temp")
+    bad = out("x.png", b"expected")
+    with pytest.raises(RemoteExecError, match="corrupted"):
+        await lander.land(BytesBackend(b"tampered"), "j", bad)  # type: ignore[arg-type]
+    assert not list((tmp_path / "output").iterdir())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "output" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RemoteExecError, match="escapes"):
+        await lander.land(BytesBackend(b"x"), "j",  # type: ignore[arg-type]
+                          out("x.png", b"x", subfolder="link"))
+
+
+# -- relay --------------------------------------------------------------------------------
+
+
+def test_messages_get_the_local_prompt_id() -> None:
+    ev = Event(3, "progress_state", {"nodes": {"2": {"state": "running"}}}, 10.0)
+    kind, data = comfy_message(ev, "local-1") or ("", {})
+    assert kind == "progress_state" and data["prompt_id"] == "local-1"
+    assert data["nodes"]["2"]["prompt_id"] == "local-1"
+    executed = Event(4, "executed", {"node": "3", "output": {}, "files": [1]}, 0)
+    assert "files" not in (comfy_message(executed, "p") or ("", {}))[1]
+    assert comfy_message(Event(5, "job_status", {"status": "running"}, 0), "p") is None
+    start = comfy_message(Event(1, "execution_start", {}, 12.5), "p")
+    assert start is not None and start[1]["timestamp"] == 12500
+
+
+def test_preview_parts_and_legacy_frame() -> None:
+    data = {"node": "7", "image_type": "image/png", "image": base64.b64encode(b"PNG").decode()}
+    image, image_type, meta = preview_parts(data, "p")
+    assert (image, image_type, meta["node_id"], meta["prompt_id"]) == (b"PNG", "image/png",
+                                                                       "7", "p")
+    assert legacy_preview(b"JPG", "image/jpeg") == b"\x00\x00\x00\x01JPG"
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+def test_referenced_inputs_are_found_and_confined(tmp_path: Path) -> None:
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "a.png").write_bytes(b"a")
+    (tmp_path / "in" / "sub" / "b.wav").write_bytes(b"b")
+    (tmp_path / "secret.txt").write_bytes(b"s")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png [input]"}},
+              "2": {"class_type": "LoadAudio", "inputs": {"audio": "sub/b.wav"}},
+              "3": {"class_type": "X", "inputs": {"text": "../secret.txt", "n": 3,
+                                                  "o": "a.png [output]", "l": ["1", 0]}}}
+    assert referenced_names(prompt) == {"a.png", "sub/b.wav"}
+    found = InputHasher().collect(prompt, tmp_path / "in")
+    assert [(f.name, f.size) for f in found] == [("a.png", 1), ("sub/b.wav", 1)]
+    assert found[0].sha256 == hashlib.sha256(b"a").hexdigest()
+
+
+def test_hashes_are_cached_until_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"one")
+    hasher = InputHasher()
+    first = hasher.sha256(path)
+    assert hasher.sha256(path) == first
+    path.write_bytes(b"two!")
+    assert hasher.sha256(path) != first
+
+
