@@ -92,6 +92,20 @@ async def test_run_button_remote_then_local(launched: Launched) -> None:
                     assert resp.status == 200
                     assert (await resp.json())["status"] == "completed"
 
+                # A model that exists only here, not on the remote: the toast says so.
+                flow["2"]["inputs"]["model_name"] = "only-on-my-laptop.pth"
+                await page.evaluate("(flow) => app.loadApiJson(flow, 'missing.json')", flow)
+                await page.evaluate("() => { window.__events.length = 0 }")
+                await page.get_by_role("button", name="Run", exact=True).first.click()
+                toast = page.get_by_text("Remote run failed").first
+                await toast.wait_for(timeout=60_000)
+                # ComfyUI's own error dialog shows the remote's message too.
+                await page.get_by_text("[remote] missing model").first.wait_for()
+                await page.screenshot(path=str(ARTIFACTS / "remote_error.png"))
+                await page.keyboard.press("Escape")
+                await page.get_by_text("[remote] missing model").first.wait_for(
+                    state="hidden")
+
                 await page.evaluate("() => app.extensionManager.setting.set("
                                     "'RemoteExec.Enabled', false)")
                 flow = workflow("invert")

@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ..helpers import png_bytes, workflow
@@ -98,19 +99,43 @@ async def test_input_in_subfolder_is_shipped_once(launched: Launched,
     assert jobs[1]["uploaded"] == [] and jobs[1]["reused"] == [digest]
 
 
+@pytest.mark.parametrize("metadata", [True, False])
 async def test_previews_follow_the_clients_feature_flags(launched: Launched,
-                                                         client: LocalClient) -> None:
+                                                         metadata: bool) -> None:
     flow = workflow("steps")
     flow["2"]["inputs"].update(steps=3, step_seconds=0.01)
-    flow["1"]["inputs"]["color"] = 77
-    prompt_id, messages = await client.run(flow)
+    flow["1"]["inputs"]["color"] = 77 + metadata
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(launched.url, session, preview_metadata=metadata)
+        await client.connect()
+        prompt_id, messages = await client.run(flow)
+        await client.close()
     frames = [m.binary for m in messages if m.type == "binary"]
     assert len(frames) == 3
     assert frames[0] is not None
-    event, length = struct.unpack(">II", frames[0][:8])
-    meta = json.loads(frames[0][8:8 + length])
-    assert event == 4 and meta["prompt_id"] == prompt_id and meta["node_id"] == "2"
-    assert frames[0][8 + length:8 + length + 2] == b"\xff\xd8"
+    if metadata:
+        event, length = struct.unpack(">II", frames[0][:8])
+        meta = json.loads(frames[0][8:8 + length])
+        assert event == 4 and meta["prompt_id"] == prompt_id and meta["node_id"] == "2"
+        assert frames[0][8 + length:8 + length + 2] == b"\xff\xd8"
+    else:
+        assert struct.unpack(">II", frames[0][:8]) == (1, 1)  # legacy preview, JPEG
+        assert frames[0][8:10] == b"\xff\xd8"
+
+
+async def test_client_prompt_id_number_and_partial_targets(launched: Launched,
+                                                           client: LocalClient) -> None:
+    flow = workflow("invert")
+    flow["1"]["inputs"]["color"] = 0x0F0F0F
+    flow["4"] = {"class_type": "SaveImage",
+                 "inputs": {"images": ["1", 0], "filename_prefix": "untargeted"}}
+    answer = await client.post(flow, prompt_id="my-own-id-1", number=7,
+                               partial_execution_targets=["3"])
+    assert answer == {"prompt_id": "my-own-id-1", "number": 7.0, "node_errors": {}}
+    messages = await client.until_end("my-own-id-1")
+    assert [m.data["node"] for m in messages if m.type == "executed"] == ["3"]
+    history = (await client.get("/history/my-own-id-1"))["my-own-id-1"]
+    assert history["prompt"][0] == 7.0 and list(history["outputs"]) == ["3"]
 
 
 async def test_cancel_during_upscale(launched: Launched, client: LocalClient) -> None:
