@@ -56,8 +56,28 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.yaml"
 
 
+_secrets_cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+
+
 def load_secrets(path: Path) -> dict[str, Any]:
-    """The secrets file, refused if others can read it (like ssh does with keys)."""
+    """The secrets file, refused if others can read it (like ssh does with keys).
+
+    Re-read only when its mtime changes: it is consulted on every Run.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    cached = _secrets_cache.get(path)
+    if cached is not None and cached[0] == st.st_mtime and not stat.S_IMODE(
+            st.st_mode) & 0o077:
+        return cached[1]
+    data = _read_secrets(path)
+    _secrets_cache[path] = (st.st_mtime, data)
+    return data
+
+
+def _read_secrets(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     mode = stat.S_IMODE(path.stat().st_mode)
