@@ -157,6 +157,10 @@ async def test_cancel_during_upscale(launched: Launched, client: LocalClient) ->
     assert interrupted and "execution_interrupted" in kinds and "execution_success" not in kinds
     history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
     assert history["status"]["status_str"] == "error"
+    record = await client.get(f"/remote_exec/jobs/{prompt_id}")
+    assert record["status"] == "cancelled"
+    worker_jobs = sorted(launched.worker.glob(f"remote_exec/jobs/{record['remote_id']}/job.json"))
+    assert json.loads(worker_jobs[0].read_text())["status"] == "cancelled"
 
 
 @pytest.mark.parametrize("case", ["unknown_node", "missing_model"])
