@@ -148,6 +148,10 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
         parallel = int(settings.get(SETTING_PARALLEL) or env.get("REMOTE_EXEC_PARALLEL") or 1)
     except (TypeError, ValueError):
         parallel = 1
-    token = env.get("REMOTE_EXEC_TOKEN") or section.get("token") or None
+    if backend == "runpod":  # the "URL" is the endpoint id (or its full /v2/<id> URL)
+        url = url or section.get("endpoint_id") or None
+        token = env.get("RUNPOD_API_KEY") or section.get("api_key") or None
+    else:
+        token = env.get("REMOTE_EXEC_TOKEN") or section.get("token") or None
     return RemoteConfig(enabled=_truthy(enabled), backend=backend, url=url,
                         parallel=max(1, min(parallel, 64)), token=token)

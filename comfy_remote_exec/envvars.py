@@ -13,5 +13,7 @@ ENV_DOC = {
     "REMOTE_EXEC_STATE_DIR": "job journal and local worker folder (default: platformdirs)",
     "REMOTE_EXEC_CONFIG": "secrets file, mode 0600 (default: platformdirs config dir)",
     "REMOTE_EXEC_OPEN_RESULTS": "1 to open each finished output with the system viewer",
+    "RUNPOD_API_KEY": "RunPod API key for the runpod backend (secret; never shown)",
+    "RUNPOD_API_BASE": "RunPod API base URL (default https://api.runpod.ai/v2)",
     "REMOTE_EXEC_WORKER_ARGS": "extra ComfyUI arguments for a local worker (e.g. --cpu)",
 }

@@ -53,7 +53,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0],
         epilog="arguments after -- go to ComfyUI (e.g. -- --cpu --base-directory DIR)\n\n"
                f"environment variables:\n{env_help}\n"
-               "  RUNPOD_API_KEY             RunPod API key for --backend runpod (secret)\n"
                "  COMFYUI_PATH               where ComfyUI is, if not in the usual places")
     parser.add_argument("--backend", choices=BACKENDS, default="local",
                         help="where Run executes (default: local, a worker on this machine)")
@@ -63,6 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--listen", default="127.0.0.1",
                         help="local ComfyUI listen address (127.0.0.1)")
     parser.add_argument("--url", help="worker URL for --backend http or modal")
+    parser.add_argument("--endpoint", help="RunPod endpoint id for --backend runpod")
     parser.add_argument("--worker-dir", type=Path,
                         help="base directory of the local worker (default: state dir/worker)")
     parser.add_argument("--worker-port", type=int, default=0,
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
            "REMOTE_EXEC_STATE_DIR": str(state)}
     if args.open_results:
         env["REMOTE_EXEC_OPEN_RESULTS"] = "1"
-    if args.url:
-        env["REMOTE_EXEC_URL"] = args.url
+    if args.url or args.endpoint:
+        env["REMOTE_EXEC_URL"] = args.url or args.endpoint
     worker = None
     comfy = None
     try:

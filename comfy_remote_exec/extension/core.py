@@ -22,6 +22,7 @@ from typing import Any
 from ..backends.base import Backend
 from ..backends.http import HttpBackend
 from ..backends.local import LocalBackend
+from ..backends.runpod import DEFAULT_API, RunpodBackend
 from ..config import ConfigError, RemoteConfig, config_path, load_secrets, resolve
 from .dispatcher import Dispatcher
 from .host import Host
@@ -87,6 +88,13 @@ class RemoteExec:
                                   "RemoteExec.EndpointURL in the settings or REMOTE_EXEC_URL",
                                   code="no_endpoint")
             return HttpBackend(url, token)
+        if name == "runpod":
+            if not url:
+                raise ConfigError("the runpod backend needs an endpoint id: set "
+                                  "RemoteExec.EndpointURL, --endpoint, or runpod.endpoint_id "
+                                  "in the config file", code="no_endpoint")
+            return RunpodBackend(url, token,
+                                 api_base=self.env.get("RUNPOD_API_BASE", DEFAULT_API))
         raise ConfigError(f"the {name} backend is not available in this version",
                           code="backend_unavailable")
 
