@@ -1,0 +1,76 @@
+"""The RunPod handler's pure parts: worker-comfyui shape, previews, output transports."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from comfy_remote_exec.backends.http import HttpBackend
+from comfy_remote_exec.backends.runpod import RunpodBackend, endpoint_base
+from comfy_remote_exec.protocol import OutputFile
+from comfy_remote_exec.worker.outputs import ComfyDirs
+from comfy_remote_exec.worker.runpod_handler import (
+    CHUNK_LIMIT,
+    PART_BYTES,
+    RunpodHandler,
+    from_worker_comfyui,
+    is_worker_comfyui,
+    shrink_preview,
+)
+
+
+def test_worker_comfyui_shape() -> None:
+    body = {"workflow": {"1": {}}, "images": [{"name": "a.png", "image": "aGk="}]}
+    assert is_worker_comfyui(body) and is_worker_comfyui({"workflow": {}})
+    assert not is_worker_comfyui({"workflow": {}, "media": []})
+    assert from_worker_comfyui(body)["media"] == [{"name": "a.png", "data": "aGk="}]
+
+
+def test_large_previews_shrink_to_fit_a_chunk() -> None:
+    buf = io.BytesIO()
+    Image.effect_noise((1500, 1500), 64).convert("RGB").save(buf, format="PNG")
+    data = {"node": "3", "image_type": "image/png",
+            "image": base64.b64encode(buf.getvalue()).decode()}
+    small = shrink_preview(data)
+    assert small["image_type"] == "image/jpeg" and len(small["image"]) < CHUNK_LIMIT // 4
+    assert shrink_preview({"image": "abc"}) == {"image": "abc"}
+
+
+async def test_outputs_travel_inline_or_in_parts_without_a_bucket(tmp_path: Path) -> None:
+    dirs = ComfyDirs(tmp_path)
+    (dirs.output).mkdir(parents=True)
+    big = bytes(range(256)) * 5000
+    (dirs.output / "big.bin").write_bytes(big)
+    (dirs.output / "small.txt").write_bytes(b"small")
+    handler = RunpodHandler(HttpBackend("http://127.0.0.1:9"), dirs, storage=None)
+    small = {"type": "output", "subfolder": "", "filename": "small.txt", "size": 5}
+    left, parts = await handler.attach(small, 100)
+    assert (left, parts, base64.b64decode(small["data"])) == (95, [], b"small")
+    sha = hashlib.sha256(big).hexdigest()
+    file = {"type": "output", "subfolder": "", "filename": "big.bin", "size": len(big),
+            "sha256": sha}
+    _, parts = await handler.attach(file, 10**9)
+    assert file["parts"] == len(parts) == -(-len(big) // PART_BYTES)
+    assert all(len(json.dumps({"file_part": p})) < CHUNK_LIMIT for p in parts)
+    # The client reassembles the parts into the file.
+    client = RunpodBackend("ep", "key", api_base="http://127.0.0.1:9")
+    for part in parts:
+        client._take({"file_part": part})
+    client._take({"events": [{"v": 1, "seq": 1, "type": "executed", "ts": 0,
+                              "data": {"node": "1", "files": [file]}}]})
+    out = OutputFile(node_id="1", key="files", filename="big.bin", subfolder="",
+                     type="output", kind="file", size=len(big), sha256=sha)
+    buf = io.BytesIO()
+    await client.download("job", out, buf)
+    assert buf.getvalue() == big
+    await client.close()
+
+
+def test_endpoint_ids_and_urls() -> None:
+    assert endpoint_base("abc123") == "https://api.runpod.ai/v2/abc123"
+    assert endpoint_base("http://127.0.0.1:5/v2/ep/") == "http://127.0.0.1:5/v2/ep"
