@@ -68,6 +68,11 @@ async function refreshBadge() {
     showBadge(true, backend, "error", health.error?.message ?? "unavailable");
   } else if (health.remote?.status === "idle") {
     showBadge(true, backend, "idle", health.remote.detail);
+  } else if (health.remote?.status === "warm" || health.remote?.status === "cold") {
+    // RunPod: a cold endpoint answers, but its first job waits for a worker to boot.
+    const warm = health.remote.status === "warm";
+    showBadge(true, `${backend} · ${health.remote.status}`, warm ? "ok" : "idle",
+              warm ? "workers are warm" : "no warm worker: the next run starts one");
   } else {
     showBadge(true, backend, "ok", `${backend} is healthy`);
   }
