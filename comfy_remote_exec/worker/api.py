@@ -142,11 +142,14 @@ def add_routes(routes: web.RouteTableDef) -> None:
                                            "X-Accel-Buffering": "no",
                                            "X-Remote-Exec-Protocol": str(PROTOCOL_VERSION)})
         await resp.prepare(request)
-        async for event in service.stream(job.id, after):
-            payload = json.dumps(event.to_dict(), separators=(",", ":"))
-            await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
-                             .encode())
-        await resp.write_eof()
+        try:
+            async for event in service.stream(job.id, after):
+                payload = json.dumps(event.to_dict(), separators=(",", ":"))
+                await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
+                                 .encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; it resumes with ?after=
         return resp
 
     @routes.get("/v1/jobs/{job_id}/outputs/{type}/{path:.+}")

@@ -84,6 +84,12 @@ class RunpodHandler:
         self.progress = progress
         self.started = time.monotonic()
         self.jobs_seen = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         if self.jobs_seen == 0:
@@ -100,12 +106,16 @@ class RunpodHandler:
         except RemoteExecError as exc:
             yield {"error": exc.message if compat else json.dumps(exc.to_dict())}
             return
+        finished = False
         try:
             async for chunk in self.relay(job, remote_id, compat):
                 yield chunk
-        except asyncio.CancelledError:
-            await asyncio.shield(self.backend.cancel(remote_id))
-            raise
+            finished = True
+        finally:
+            # Stopped by the SDK: a CancelledError here, or, when the stop landed while
+            # the SDK itself was posting a chunk, GeneratorExit at our `yield` later.
+            if not finished:
+                self._spawn(self.backend.cancel(remote_id))
 
     async def relay(self, job: dict[str, Any], remote_id: str, compat: bool
                     ) -> AsyncIterator[dict[str, Any]]:
