@@ -46,7 +46,7 @@ class RunpodBackend:
 
     def __init__(self, endpoint: str, api_key: str | None, *, api_base: str = DEFAULT_API,
                  client: httpx.AsyncClient | None = None, ttl_ms: int = 24 * 3600 * 1000,
-                 execution_timeout_ms: int = 3600 * 1000) -> None:
+                 execution_timeout_ms: int = 3600 * 1000, retry_delay: float = 0.5) -> None:
         if not api_key:
             raise Unauthorized("no RunPod API key: set RUNPOD_API_KEY or runpod.api_key in "
                                "the config file", code="no_api_key")
@@ -55,6 +55,7 @@ class RunpodBackend:
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         self.policy = {"ttl": ttl_ms, "executionTimeout": execution_timeout_ms}
+        self.retry_delay = retry_delay
         self._inline: dict[str, Path] = {}
         self._files: dict[str, dict[str, Any]] = {}
         self._parts: dict[str, dict[int, bytes]] = {}
@@ -62,7 +63,7 @@ class RunpodBackend:
     # -- HTTP ---------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        delay = 0.5
+        delay = self.retry_delay
         for attempt in range(RETRIES + 1):
             try:
                 resp = await self.client.request(method, f"{self.base}{path}",
@@ -88,7 +89,7 @@ class RunpodBackend:
                                             status=resp.status_code)
                 retry_after = resp.headers.get("Retry-After", "")
                 if retry_after.isdigit():
-                    delay = max(delay, float(retry_after))
+                    delay = max(delay, min(float(retry_after), 60.0))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")

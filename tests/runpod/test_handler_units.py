@@ -8,11 +8,14 @@ import io
 import json
 from pathlib import Path
 
+import httpx
+import pytest
 from PIL import Image
 
 from comfy_remote_exec.backends.http import HttpBackend
 from comfy_remote_exec.backends.runpod import RunpodBackend, endpoint_base
-from comfy_remote_exec.protocol import OutputFile
+from comfy_remote_exec.errors import NotFound, RemoteUnavailable
+from comfy_remote_exec.protocol import JobSpec, OutputFile
 from comfy_remote_exec.worker.outputs import ComfyDirs
 from comfy_remote_exec.worker.runpod_handler import (
     CHUNK_LIMIT,
@@ -74,3 +77,33 @@ async def test_outputs_travel_inline_or_in_parts_without_a_bucket(tmp_path: Path
 def test_endpoint_ids_and_urls() -> None:
     assert endpoint_base("abc123") == "https://api.runpod.ai/v2/abc123"
     assert endpoint_base("http://127.0.0.1:5/v2/ep/") == "http://127.0.0.1:5/v2/ep"
+
+
+async def test_client_retries_429_and_5xx_then_gives_up_clearly() -> None:
+    answers = [httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(503),
+               httpx.Response(200, json={"id": "job-1", "status": "IN_QUEUE"})]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return answers.pop(0) if answers else httpx.Response(502)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        rp = RunpodBackend("ep", "key", api_base="http://rp.test/v2", client=client,
+                           retry_delay=0.0)
+        assert await rp.submit(JobSpec(workflow={"1": {"class_type": "X"}})) == "job-1"
+        assert seen == ["Bearer key"] * 3
+        with pytest.raises(RemoteUnavailable, match="502"):
+            await rp.cancel("job-1")
+        assert len(seen) == 3 + 6
+
+
+async def test_expired_job_is_a_clear_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": "request does not exist"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        rp = RunpodBackend("ep", "key", api_base="http://rp.test/v2", client=client)
+        with pytest.raises(NotFound, match="expired"):
+            async for _ in rp.events("gone"):
+                pass

@@ -221,3 +221,28 @@ async def test_bad_key_shows_in_the_ui(comfy_install: ComfyInstall, emulator: Ru
     toasts = [m.data for m in messages if m.type == "remote_exec.error"]
     assert toasts and "RUNPOD_API_KEY" in toasts[0]["message"]
     assert "wrong-key" not in json.dumps(toasts)
+
+
+async def test_large_input_goes_up_through_the_bucket_once(backend: RunpodBackend,
+                                                           emulator: RunpodEmulator,
+                                                           tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.effect_noise((1800, 1500), 90).convert("RGB").save(path, format="PNG",
+                                                               compress_level=0)
+    assert path.stat().st_size > 6 * 1024 * 1024, "bigger than RunPod's /run allows inline"
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    flow = workflow("load_scale")
+    flow["1"]["inputs"]["image"] = "huge.png"
+    for attempt in range(2):
+        before = len(emulator.jobs)
+        assert await backend.missing_blobs([sha]) == [sha]
+        await backend.upload_blob(sha, path)
+        _, events = await run(backend, JobSpec(
+            workflow=flow, media=[MediaItem(name="huge.png", sha256=sha)]))
+        assert events[-1].data["status"] == "completed", events[-1]
+        ops = [j for j in list(emulator.jobs.values())[before:] if j.input.get("op")]
+        assert len(ops) == 1
+        [op] = ops
+        assert (sha in op.output[0]["uploads"]) == (attempt == 0), op.output
