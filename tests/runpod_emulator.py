@@ -6,9 +6,9 @@ Two faces, like the real thing:
   auth (401 for a bad key), the statuses IN_QUEUE, IN_PROGRESS, COMPLETED,
   FAILED, CANCELLED and TIMED_OUT, a stream that drains, execution timeouts,
   and 404 once a job's TTL has passed;
-- the worker API the `runpod` SDK's worker loop calls (`job-take`, `job-stop`,
-  `job-done`, `job-stream`, `ping`), so `runpod.serverless.start` runs our
-  handler unmodified against it.
+- the worker API the `runpod` SDK's worker loop calls (`job-take`,
+  `job-take-batch`, `job-stop`, `job-done`, `job-stream`, `ping`), so
+  `runpod.serverless.start` runs our handler unmodified against it.
 
 Jobs wait in a FIFO; job-take and job-stop are long polls answered the moment
 something arrives.
@@ -212,6 +212,7 @@ class RunpodEmulator:
             web.get("/v2/{endpoint}/health", self.health),
             web.post("/v2/{endpoint}/purge-queue", self.purge),
             web.get("/v2/{endpoint}/job-take/{worker}", self.job_take),
+            web.get("/v2/{endpoint}/job-take-batch/{worker}", self.job_take_batch),
             web.get("/v2/{endpoint}/job-stop/{worker}", self.job_stop),
             web.post("/v2/{endpoint}/job-done/{worker}/{job_id}", self.job_done),
             web.post("/v2/{endpoint}/job-stream/{worker}/{job_id}", self.job_stream),
@@ -292,18 +293,30 @@ class RunpodEmulator:
 
     # -- the worker side ----------------------------------------------------------------
 
-    async def job_take(self, request: web.Request) -> web.Response:
+    async def _take(self, request: web.Request, count: int) -> list[dict[str, Any]]:
         self._worker_auth(request)
         worker = request.match_info["worker"]
         self.pings.append(time.time())
         self.first_take.set()
         if not await self._wait(lambda: bool(self.queue), LONG_POLL):
-            return web.Response(status=204)
-        job = self.jobs[self.queue.popleft()]
-        job.status, job.started, job.worker = "IN_PROGRESS", time.time(), worker
-        job.taken_at = time.monotonic()
+            return []
+        taken = []
+        while self.queue and len(taken) < count:
+            job = self.jobs[self.queue.popleft()]
+            job.status, job.started, job.worker = "IN_PROGRESS", time.time(), worker
+            job.taken_at = time.monotonic()
+            taken.append({"id": job.id, "input": job.input})
         await self._notify()
-        return web.json_response({"id": job.id, "input": job.input})
+        return taken
+
+    async def job_take(self, request: web.Request) -> web.Response:
+        taken = await self._take(request, 1)
+        return web.json_response(taken[0]) if taken else web.Response(status=204)
+
+    async def job_take_batch(self, request: web.Request) -> web.Response:
+        """The SDK's batch take, used when a worker runs more than one job at once."""
+        taken = await self._take(request, max(1, int(request.query.get("batch_size", "1"))))
+        return web.json_response(taken) if taken else web.Response(status=204)
 
     async def job_stop(self, request: web.Request) -> web.Response:
         self._worker_auth(request)

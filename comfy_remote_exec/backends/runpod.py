@@ -1,9 +1,9 @@
 """Backend `runpod`: a RunPod serverless endpoint running our worker image.
 
 Uses RunPod's public endpoint API: `/run` to submit, `/stream/{id}` polled
-adaptively (fast while events flow, backing off while the job is queued or
-quiet), `/status/{id}` to fill any gap and to learn how a job ended,
-`/cancel/{id}` and `/health` (warm or cold workers). 429 and 5xx are retried
+adaptively (every 0.1 s while the job runs, backing off while it is queued),
+`/status/{id}` to fill any gap and to learn how a job ended, `/cancel/{id}`
+and `/health` (warm or cold workers). 429 and 5xx are retried
 with backoff (honouring `Retry-After`), a bad key is a clear `Unauthorized`.
 
 Inputs small enough for `/run` travel inline; larger ones go up through
@@ -170,7 +170,9 @@ class RunpodBackend:
                 async for event in self._ending(job_id, after):
                     yield event
                 return
-            delay = POLL_MIN if got else min(delay * 1.5, POLL_MAX)
+            # Poll briskly while the job runs; back off only while it waits for a
+            # worker (a cold start can take minutes).
+            delay = POLL_MIN if got or status == "IN_PROGRESS" else min(delay * 1.5, POLL_MAX)
             await asyncio.sleep(delay)
 
     def _take(self, output: Any) -> list[Event]:

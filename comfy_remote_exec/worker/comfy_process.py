@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -29,19 +27,11 @@ import aiohttp
 
 from ..discovery import ComfyInstall
 from ..errors import RemoteUnavailable
+from .spawn import die_with_parent
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: have the kernel SIGTERM ComfyUI if the worker dies without cleaning up."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -123,7 +113,7 @@ class ComfyProcess:
             *self.command(), cwd=str(self.config.install.root), env=env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._read_log(self._proc), name="comfyui-log")
@@ -158,25 +148,29 @@ class ComfyProcess:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 1.0)
 
-    async def _probe(self, session: aiohttp.ClientSession) -> bool:
+    async def _probe(self, session: aiohttp.ClientSession, path: str = "/system_stats") -> bool:
         try:
-            async with session.get(f"{self.url}/system_stats",
+            async with session.get(f"{self.url}{path}",
                                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
 
-    async def probe(self) -> bool:
-        """One health check, used before each job."""
-        async with aiohttp.ClientSession() as session:
-            ok = await self._probe(session)
+    async def probe(self, session: aiohttp.ClientSession | None = None) -> bool:
+        """One cheap health check (`/queue`), used before each job."""
+        if session is None:
+            async with aiohttp.ClientSession() as own:
+                ok = await self._probe(own, "/queue")
+        else:
+            ok = await self._probe(session, "/queue")
         if not ok:
             self._healthy.clear()
         return ok
 
-    async def ensure_healthy(self, timeout: float | None = None) -> None:
-        """Wait for a (re)starting ComfyUI; raise if it does not come back in time."""
-        if self._healthy.is_set() and await self.probe():
+    async def ensure_healthy(self, timeout: float | None = None,
+                             session: aiohttp.ClientSession | None = None) -> None:
+        """Probe, or wait for a (re)starting ComfyUI; raise if it does not come back."""
+        if self._healthy.is_set() and await self.probe(session):
             return
         try:
             await asyncio.wait_for(self._healthy.wait(),

@@ -132,7 +132,7 @@ class Runner:
         nothing of the job is left behind then.
         """
         assert self.client is not None, "Runner.start() first"
-        await self.process.ensure_healthy()
+        await self.process.ensure_healthy(session=self._session)
         await self._check_models(workflow)
         self._seq += 1
         prompt = rewrite_media_refs(workflow, media, job_id)

@@ -35,7 +35,7 @@ from ..discovery import find_comfyui
 from ..errors import RemoteExecError
 from ..protocol import JOB_STATUS, PREVIEW, TERMINAL_STATUSES, Event, JobSpec
 from .outputs import ComfyDirs
-from .spawn import echo, start_worker, worker_command
+from .spawn import echo, start_worker, stop_worker, worker_command
 from .storage import S3Storage
 
 log = logging.getLogger(__name__)
@@ -257,13 +257,23 @@ def main() -> None:  # pragma: no cover - exercised by the emulator tests in a s
                          comfy_python=install.python, base_dir=base,
                          token_env="REMOTE_EXEC_WORKER_TOKEN", extra=extra,
                          comfy_args=shlex.split(os.environ.get("REMOTE_EXEC_COMFY_ARGS", "")))
-    _, url = start_worker(cmd, env={**os.environ, "REMOTE_EXEC_WORKER_TOKEN": token}, sink=echo)
+    worker, url = start_worker(cmd, env={**os.environ, "REMOTE_EXEC_WORKER_TOKEN": token},
+                               sink=echo)
 
     import runpod  # the SDK reads its RUNPOD_* settings at import time
 
     handler = RunpodHandler(HttpBackend(url, token), ComfyDirs(base), S3Storage.from_env(),
                             progress=runpod.serverless.progress_update)
-    runpod.serverless.start({"handler": handler.handle, "return_aggregate_stream": True})
+    # Jobs this worker holds at once. ComfyUI still runs one at a time, but with 2 the
+    # next job already waits in ComfyUI's queue when one ends: with 1, the SDK idles up
+    # to a second between jobs ("Queue is full. Retrying soon."). 1 spreads long jobs
+    # more evenly over workers.
+    slots = max(1, int(os.environ.get("REMOTE_EXEC_RUNPOD_CONCURRENCY", "2")))
+    try:
+        runpod.serverless.start({"handler": handler.handle, "return_aggregate_stream": True,
+                                 "concurrency_modifier": lambda current: slots})
+    finally:
+        stop_worker(worker)
 
 
 if __name__ == "__main__":

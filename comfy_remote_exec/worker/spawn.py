@@ -3,13 +3,17 @@
 Standard library only: the launcher uses it before any dependency is
 installed, the `local` backend and the tests use it too. The worker's output
 keeps being drained on a thread (and echoed to `sink`), so a chatty ComfyUI
-can never block on a full pipe.
+can never block on a full pipe, and on Linux the worker dies with the process
+that started it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +25,15 @@ READY = "comfy-remote-exec worker ready at "
 
 class WorkerStartError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Linux: have the kernel SIGTERM this child if its parent dies without cleaning up."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_command(*, python: str | os.PathLike[str], comfyui: str | os.PathLike[str],
@@ -46,7 +59,9 @@ def start_worker(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
         p for p in (package_root, full_env.get("PYTHONPATH", "")) if p)
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, env=full_env)
+                            stdin=subprocess.DEVNULL, text=True, env=full_env,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux")
+                            else None)
     ready: queue.Queue[str] = queue.Queue()
     tail: list[str] = []
 

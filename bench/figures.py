@@ -1,0 +1,268 @@
+"""The benchmark's measurements, each against its own baseline.
+
+Every figure returns a dict with `value` (the key's number) and the raw
+numbers behind it. Timed runs go through real WebSockets: from POST to the
+prompt's `executing: null`, which is when a ComfyUI client sees the run end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from PIL import Image
+
+from comfy_remote_exec.backends.http import HttpBackend
+from comfy_remote_exec.discovery import ComfyInstall
+from comfy_remote_exec.extension.inputs import InputHasher
+from comfy_remote_exec.protocol import JobSpec, MediaItem, OutputFile
+from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig
+from comfy_remote_exec.worker.spawn import start_worker, stop_worker, worker_command
+from tests.conftest import prepare_worker_base
+from tests.extension.conftest import LocalClient
+from tests.helpers import workflow
+
+from .harness import CountingTransport, HttpStack, RssSampler, local_comfy, rss_mb
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"min": round(ordered[0], 3), "median": round(statistics.median(ordered), 3),
+            "p50": round(statistics.median(ordered), 3), "p95": round(p95, 3),
+            "max": round(ordered[-1], 3), "n": len(ordered)}
+
+
+class Counter:
+    """Fresh values so ComfyUI's cache never answers for a run."""
+
+    def __init__(self) -> None:
+        self.n = int(time.time()) % 100000
+
+    def __call__(self) -> int:
+        self.n += 1
+        return self.n
+
+
+async def timed_run(client: LocalClient, flow: dict[str, Any]) -> float:
+    began = time.perf_counter()
+    prompt_id = (await client.post(flow))["prompt_id"]
+    messages = await client.until_end(prompt_id, timeout=300)
+    elapsed = time.perf_counter() - began
+    if not any(m.type == "execution_success" for m in messages):
+        raise RuntimeError(f"benchmark run failed: {[m.data for m in messages][-3:]}")
+    return elapsed
+
+
+async def overhead(stack: HttpStack, runs: int, make: Callable[[int], dict[str, Any]]
+                   ) -> dict[str, Any]:
+    """Extension (local backend) against a direct POST to the worker's ComfyUI, interleaved."""
+    fresh = Counter()
+    async with aiohttp.ClientSession() as session:
+        direct = LocalClient(stack.comfy_url, session)
+        remote = LocalClient(stack.local.url, session)
+        await direct.connect()
+        await remote.connect()
+        await timed_run(direct, make(fresh()))  # warm both paths (model load, imports)
+        await timed_run(remote, make(fresh()))
+        times: dict[str, list[float]] = {"direct": [], "extension": []}
+        for _ in range(runs):
+            times["direct"].append(await timed_run(direct, make(fresh())))
+            times["extension"].append(await timed_run(remote, make(fresh())))
+        await direct.close()
+        await remote.close()
+    direct_s, ext_s = stats(times["direct"]), stats(times["extension"])
+    return {"direct_s": direct_s, "extension_s": ext_s,
+            "added_ms": round(1000 * (ext_s["median"] - direct_s["median"]), 1),
+            "ratio": round(ext_s["median"] / direct_s["median"], 3)}
+
+
+def tiny_flow(color: int) -> dict[str, Any]:
+    flow = workflow("invert")
+    flow["1"]["inputs"]["color"] = color
+    return flow
+
+
+def upscale_flow(color: int, size: int = 1448) -> dict[str, Any]:
+    """The tiny upscaler on `size`², about 1 s on this 2-core machine at 1448²."""
+    flow = workflow("upscale_tiny")
+    flow["1"]["inputs"].update(width=size, height=size, color=color)
+    return flow
+
+
+async def relay_latency(url: str, ticks: int) -> dict[str, Any]:
+    """Remote ComfyUI progress sends (stamped by the node) to local WebSocket arrival."""
+    flow = {"1": {"class_type": "RemoteExecBenchTicks",
+                  "inputs": {"ticks": ticks, "interval": 0.02, "seed": Counter()()}}}
+    arrivals: dict[int, float] = {}
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(url, session)
+        await client.connect()
+        prompt_id = (await client.post(flow))["prompt_id"]
+
+        async def on(msg: Any) -> None:
+            if msg.type == "progress" and msg.data.get("prompt_id") == prompt_id:
+                arrivals.setdefault(int(msg.data["value"]), time.time())
+
+        messages = await client.until_end(prompt_id, timeout=300, on=on)
+        await client.close()
+    [executed] = [m.data for m in messages if m.type == "executed"]
+    sent = json.loads(executed["output"]["text"][0])
+    latencies = [1000 * (arrivals[i + 1] - t) for i, t in enumerate(sent) if i + 1 in arrivals]
+    return {"ms": stats(latencies), "delivered": len(latencies), "sent": len(sent)}
+
+
+async def output_wire_ratio(stack: HttpStack, size: int) -> dict[str, Any]:
+    """Bytes on the wire for outputs (descriptor event + download) over the file bytes."""
+    transport = CountingTransport()
+    flow = {"1": {"class_type": "RemoteExecTestFile",
+                  "inputs": {"name": f"wire-{Counter()()}.bin", "subfolder": "bench",
+                             "size": size}}}
+    async with httpx.AsyncClient(transport=transport) as client:
+        backend = HttpBackend(stack.worker_url, stack.token, client)
+        job_id = await backend.submit(JobSpec(workflow=flow))
+        files = []
+        async for event in backend.events(job_id):
+            if event.type == "executed":
+                files = [OutputFile.parse(f) for f in event.data.get("files", [])]
+                descriptor = len(json.dumps(event.to_dict()))
+        before = transport.received
+        size = 0
+        for out in files:
+            buf = io.BytesIO()
+            await backend.download(job_id, out, buf)
+            size += len(buf.getvalue())
+        wire = transport.received - before + descriptor
+    return {"value": round(wire / size, 5), "file_bytes": size, "wire_bytes": wire}
+
+
+async def repeat_input_bytes(stack: HttpStack, root: Path) -> dict[str, Any]:
+    """Request bytes the extension's backend sends to resubmit a job with a 20 MB input."""
+    input_dir = root / "bench-input"
+    input_dir.mkdir(exist_ok=True)
+    image = Image.effect_noise((2600, 2600), 80).convert("RGB")
+    image.save(input_dir / "big.png", format="PNG", compress_level=0)
+    size = (input_dir / "big.png").stat().st_size
+    flow = workflow("load_scale")
+    flow["1"]["inputs"]["image"] = "big.png"
+    hasher = InputHasher()
+    sent = []
+    for _ in range(2):
+        transport = CountingTransport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            backend = HttpBackend(stack.worker_url, stack.token, client)
+            files = hasher.collect(flow, input_dir)
+            missing = set(await backend.missing_blobs([f.sha256 for f in files]))
+            for item in files:
+                if item.sha256 in missing:
+                    await backend.upload_blob(item.sha256, item.path)
+                    transport.sent += item.size  # streamed bodies are not counted above
+            await backend.submit(JobSpec(workflow=flow, media=[
+                MediaItem(name=f.name, sha256=f.sha256) for f in files]))
+        sent.append(transport.sent)
+    return {"value": sent[1], "first_submission_bytes": sent[0], "input_bytes": size}
+
+
+async def cold_start(install: ComfyInstall, root: Path, runs: int) -> dict[str, Any]:
+    """Worker start to ready, over a bare ComfyUI start to healthy."""
+    bare, worker = [], []
+    for i in range(runs):
+        base = root / f"cold-bare-{i}"
+        (base / "custom_nodes").mkdir(parents=True)
+        proc = ComfyProcess(ComfyProcessConfig(install=install, base_dir=base,
+                                               extra_args=["--cpu"], restart=False))
+        began = time.monotonic()
+        await proc.start()
+        bare.append(time.monotonic() - began)
+        await proc.stop()
+        wbase = root / f"cold-worker-{i}"
+        prepare_worker_base(wbase)
+        cmd = worker_command(python=__import__("sys").executable, comfyui=install.root,
+                             comfy_python=install.python, base_dir=wbase, comfy_args=["--cpu"])
+        began = time.monotonic()
+        wproc, _ = await asyncio.to_thread(start_worker, cmd)
+        worker.append(time.monotonic() - began)
+        await asyncio.to_thread(stop_worker, wproc)
+    b, w = stats(bare), stats(worker)
+    return {"value": round(w["median"] / b["median"], 3), "bare_comfyui_s": b, "worker_s": w}
+
+
+async def rss_added(install: ComfyInstall, root: Path, stack: HttpStack) -> dict[str, Any]:
+    """RSS of the local ComfyUI with the extension (after a remote run) over one without."""
+    bare = local_comfy(install, root / "rss-bare", {}, extension=False)
+    await bare.start()
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(bare.url, session)
+        await client.connect()
+        await timed_run(client, tiny_flow(Counter()()))
+        await client.close()
+    assert bare.pid is not None and stack.local.pid is not None
+    without, with_ext = rss_mb(bare.pid), rss_mb(stack.local.pid)
+    await bare.stop()
+    return {"value": round(with_ext - without, 1), "with_mb": round(with_ext, 1),
+            "without_mb": round(without, 1),
+            "note": "the bare ComfyUI ran the same tiny workflow locally"}
+
+
+async def relay_big_output(stack: HttpStack, size: int) -> dict[str, Any]:
+    """Extra peak RSS of the local ComfyUI while a large output is relayed into output/."""
+    flow = {"1": {"class_type": "RemoteExecTestFile",
+                  "inputs": {"name": f"big-{Counter()()}.bin", "subfolder": "bench",
+                             "size": size}}}
+    assert stack.local.pid is not None
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(stack.local.url, session)
+        await client.connect()
+        baseline = rss_mb(stack.local.pid)
+        with RssSampler(stack.local.pid) as sampler:
+            await timed_run(client, flow)
+        await client.close()
+    landed = stack.local.config.base_dir / "output" / "bench" / flow["1"]["inputs"]["name"]
+    digest = hashlib.sha256(landed.read_bytes()).hexdigest()
+    remote = stack.worker_base / "output" / "bench" / flow["1"]["inputs"]["name"]
+    assert digest == hashlib.sha256(remote.read_bytes()).hexdigest()
+    return {"value": round(max(0.0, sampler.peak - baseline), 1), "baseline_mb": baseline,
+            "peak_mb": sampler.peak, "output_bytes": size}
+
+
+async def parallel_speedup(url: str, jobs: int, step_seconds: float) -> dict[str, Any]:
+    """N sleep-bound jobs with ParallelJobs=1, then =4, through the runpod backend."""
+    walls = {}
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(url, session)
+        await client.connect()
+        fresh = Counter()
+        for parallel in (1, 4):
+            async with session.post(f"{url}/api/settings/RemoteExec.ParallelJobs",
+                                    json=parallel) as resp:
+                assert resp.status == 200
+            ids = []
+            began = time.perf_counter()
+            for _ in range(jobs):
+                flow = workflow("steps")
+                flow["2"]["inputs"].update(steps=10, step_seconds=step_seconds, previews=False)
+                flow["1"]["inputs"]["color"] = fresh()
+                ids.append((await client.post(flow))["prompt_id"])
+            pending = set(ids)
+
+            async def drain(pending: set[str] = pending) -> None:
+                while pending:
+                    msg = await client.messages.get()
+                    if msg.type == "executing" and msg.data.get("node") is None:
+                        pending.discard(msg.data.get("prompt_id"))
+
+            await asyncio.wait_for(drain(), 600)
+            walls[parallel] = time.perf_counter() - began
+        await client.close()
+    return {"value": round(walls[1] / walls[4], 2), "serial_s": round(walls[1], 2),
+            "parallel_s": round(walls[4], 2), "jobs": jobs,
+            "job_seconds": 10 * step_seconds}
