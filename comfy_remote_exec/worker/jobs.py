@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..fsutil import atomic_write_json
 from ..protocol import (
@@ -50,7 +50,7 @@ class Job:
     error_log_tail: list[str] = field(default_factory=list)
     # Not persisted in job.json: the event log has its own file.
     events: list[Event] = field(default_factory=list, repr=False)
-    changed: asyncio.Condition | None = field(default=None, repr=False)
+    changed: asyncio.Event | None = field(default=None, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -121,6 +121,7 @@ class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._logs: dict[str, TextIO] = {}
 
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -131,8 +132,18 @@ class JobStore:
         atomic_write_json(folder / "job.json", job.record())
 
     def append_event(self, job: Job, event: Event) -> None:
-        with (self._dir(job.id) / "events.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        """Append to the job's event log (kept open until `close_events`)."""
+        fh = self._logs.get(job.id)
+        if fh is None:
+            fh = self._logs[job.id] = (self._dir(job.id) / "events.jsonl").open(
+                "a", encoding="utf-8")
+        fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        fh.flush()
+
+    def close_events(self, job_id: str) -> None:
+        fh = self._logs.pop(job_id, None)
+        if fh is not None:
+            fh.close()
 
     def load_all(self) -> list[Job]:
         """Every stored job, oldest first; unfinished ones are marked failed."""
@@ -159,6 +170,7 @@ class JobStore:
                 job.events.append(event)
                 self.save(job)
                 self.append_event(job, event)
+                self.close_events(job.id)
             jobs.append(job)
         jobs.sort(key=lambda j: j.created_at)
         return jobs

@@ -16,7 +16,6 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -44,10 +43,6 @@ from .runner import Outcome, Runner
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-
-
-def _has_news(job: Job, seen: int) -> bool:
-    return len(job.events) > seen or job.terminal
 
 
 class JobService:
@@ -87,7 +82,6 @@ class JobService:
     async def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events with `seq > after`, live, ending after the terminal status."""
         job = self.get(job_id)
-        cond = self._condition(job)
         index = max(0, after)
         while True:
             while index < len(job.events):
@@ -95,8 +89,7 @@ class JobService:
                 yield job.events[index - 1]
             if job.terminal:
                 return
-            async with cond:
-                await cond.wait_for(partial(_has_news, job, index))
+            await self._news(job).wait()
 
     # -- submitting -----------------------------------------------------------------
 
@@ -126,6 +119,7 @@ class JobService:
                 url_prefix=f"/v1/jobs/{job_id}/outputs")
         except BaseException:
             self.jobs.pop(job_id, None)
+            self.store.close_events(job_id)
             shutil.rmtree(self.store.root / job_id, ignore_errors=True)
             raise
         job.prompt_id = run.prompt_id
@@ -177,10 +171,10 @@ class JobService:
         assert self.runner is not None
         if not await self.runner.cancel(job_id) and not job.terminal:
             await self.finished(job_id, Outcome(CANCELLED))
-        cond = self._condition(job)
+        deadline = time.monotonic() + wait
         with contextlib.suppress(asyncio.TimeoutError):
-            async with cond:
-                await asyncio.wait_for(cond.wait_for(lambda: job.terminal), wait)
+            while not job.terminal:
+                await asyncio.wait_for(self._news(job).wait(), deadline - time.monotonic())
         return job
 
     # -- RunSink --------------------------------------------------------------------
@@ -214,9 +208,10 @@ class JobService:
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
 
-    def _condition(self, job: Job) -> asyncio.Condition:
+    def _news(self, job: Job) -> asyncio.Event:
+        """Set at the job's next event; each event hands waiters a fresh one."""
         if job.changed is None:
-            job.changed = asyncio.Condition()
+            job.changed = asyncio.Event()
         return job.changed
 
     def _emit(self, job: Job, type: str, data: dict[str, Any]) -> None:
@@ -224,12 +219,10 @@ class JobService:
         job.events.append(event)
         try:
             self.store.append_event(job, event)
+            if event.terminal:
+                self.store.close_events(job.id)
         except OSError:
             log.exception("could not persist event %s of job %s", event.seq, job.id)
-        cond = self._condition(job)
-
-        async def notify() -> None:
-            async with cond:
-                cond.notify_all()
-
-        asyncio.get_running_loop().create_task(notify())
+        news, job.changed = job.changed, None
+        if news is not None:
+            news.set()

@@ -204,6 +204,9 @@ async def test_queue_lists_remote_jobs_and_delete_reaches_them(
     messages = await client.until_end(running)
     assert "execution_interrupted" in types_of(messages, running)
     assert (await client.get("/api/queue")) == {"queue_running": [], "queue_pending": []}
+    remaining = [m.data["status"]["exec_info"]["queue_remaining"]
+                 for m in messages if m.type == "status"]
+    assert max(remaining) == 2, "the queue counter includes remote jobs"
 
 
 async def test_remote_off_runs_locally_with_the_same_output(
