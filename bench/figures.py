@@ -28,10 +28,10 @@ from comfy_remote_exec.protocol import JobSpec, MediaItem, OutputFile
 from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig
 from comfy_remote_exec.worker.spawn import start_worker, stop_worker, worker_command
 from tests.conftest import prepare_worker_base
-from tests.extension.conftest import LocalClient
+from tests.extension.conftest import LocalClient, connected, local_comfy
 from tests.helpers import workflow
 
-from .harness import CountingTransport, HttpStack, RssSampler, local_comfy, rss_mb
+from .harness import CountingTransport, HttpStack, RssSampler, rss_mb
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -104,9 +104,7 @@ async def relay_latency(url: str, ticks: int) -> dict[str, Any]:
     flow = {"1": {"class_type": "RemoteExecBenchTicks",
                   "inputs": {"ticks": ticks, "interval": 0.02, "seed": Counter()()}}}
     arrivals: dict[int, float] = {}
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(url, session)
-        await client.connect()
+    async with connected(url) as client:
         prompt_id = (await client.post(flow))["prompt_id"]
 
         async def on(msg: Any) -> None:
@@ -114,7 +112,6 @@ async def relay_latency(url: str, ticks: int) -> dict[str, Any]:
                 arrivals.setdefault(int(msg.data["value"]), time.time())
 
         messages = await client.until_end(prompt_id, timeout=300, on=on)
-        await client.close()
     [executed] = [m.data for m in messages if m.type == "executed"]
     sent = json.loads(executed["output"]["text"][0])
     latencies = [1000 * (arrivals[i + 1] - t) for i, t in enumerate(sent) if i + 1 in arrivals]
@@ -214,13 +211,10 @@ async def relay_big_output(stack: HttpStack, size: int) -> dict[str, Any]:
                   "inputs": {"name": f"big-{Counter()()}.bin", "subfolder": "bench",
                              "size": size}}}
     assert stack.local.pid is not None
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(stack.local.url, session)
-        await client.connect()
+    async with connected(stack.local.url) as client:
         baseline = rss_mb(stack.local.pid)
         with RssSampler(stack.local.pid) as sampler:
             await timed_run(client, flow)
-        await client.close()
     landed = stack.local.config.base_dir / "output" / "bench" / flow["1"]["inputs"]["name"]
     digest = hashlib.sha256(landed.read_bytes()).hexdigest()
     remote = stack.worker_base / "output" / "bench" / flow["1"]["inputs"]["name"]
@@ -232,13 +226,11 @@ async def relay_big_output(stack: HttpStack, size: int) -> dict[str, Any]:
 async def parallel_speedup(url: str, jobs: int, step_seconds: float) -> dict[str, Any]:
     """N sleep-bound jobs with ParallelJobs=1, then =4, through the runpod backend."""
     walls = {}
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(url, session)
-        await client.connect()
+    async with connected(url) as client:
         fresh = Counter()
         for parallel in (1, 4):
-            async with session.post(f"{url}/api/settings/RemoteExec.ParallelJobs",
-                                    json=parallel) as resp:
+            async with client.session.post(f"{url}/api/settings/RemoteExec.ParallelJobs",
+                                           json=parallel) as resp:
                 assert resp.status == 200
             ids = []
             began = time.perf_counter()
@@ -257,7 +249,6 @@ async def parallel_speedup(url: str, jobs: int, step_seconds: float) -> dict[str
 
             await asyncio.wait_for(drain(), 600)
             walls[parallel] = time.perf_counter() - began
-        await client.close()
     return {"value": round(walls[1] / walls[4], 2), "serial_s": round(walls[1], 2),
             "parallel_s": round(walls[4], 2), "jobs": jobs,
             "job_seconds": 10 * step_seconds}

@@ -25,26 +25,13 @@ from typing import Any
 import httpx
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
+from comfy_remote_exec.worker.comfy_process import ComfyProcess, free_port
 from comfy_remote_exec.worker.spawn import start_worker, stop_worker, worker_command
 from tests.conftest import prepare_worker_base
+from tests.extension.conftest import local_comfy
 from tests.runpod_emulator import RunpodEmulator
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
-                extension: bool = True) -> ComfyProcess:
-    """A local ComfyUI with its own base directory, with or without the extension."""
-    nodes = base / "custom_nodes"
-    nodes.mkdir(parents=True, exist_ok=True)
-    link = nodes / "comfy-remote-exec"
-    if extension and not link.exists():
-        link.symlink_to(REPO)
-    return ComfyProcess(ComfyProcessConfig(install=install, base_dir=base, extra_args=["--cpu"],
-                                           restart=False,
-                                           env={"REMOTE_EXEC_STATE_DIR": str(base / "state"),
-                                                **env}))
 
 
 @dataclass
@@ -55,7 +42,6 @@ class HttpStack:
     comfy_url: str
     worker_base: Path
     local: ComfyProcess
-    worker_ready_s: float
 
     @classmethod
     async def start(cls, install: ComfyInstall, root: Path) -> HttpStack:
@@ -67,17 +53,15 @@ class HttpStack:
                              comfy_python=install.python, base_dir=worker_base,
                              token_env="BENCH_WORKER_TOKEN",
                              extra=["--comfy-port", str(comfy_port)], comfy_args=["--cpu"])
-        began = time.monotonic()
         proc, url = await asyncio.to_thread(
             start_worker, cmd, env={**os.environ, "BENCH_WORKER_TOKEN": token})
-        ready = time.monotonic() - began
         local = local_comfy(install, root / "local", {
             "REMOTE_EXEC_BACKEND": "local", "REMOTE_EXEC_URL": url, "REMOTE_EXEC_TOKEN": token,
             "REMOTE_EXEC_ENABLED": "1"})
         await local.start()
         return cls(worker=proc, worker_url=url, token=token,
                    comfy_url=f"http://127.0.0.1:{comfy_port}", worker_base=worker_base,
-                   local=local, worker_ready_s=ready)
+                   local=local)
 
     async def stop(self) -> None:
         await self.local.stop()

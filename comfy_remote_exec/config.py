@@ -122,10 +122,6 @@ class RemoteConfig:
         return {"enabled": self.enabled, "backend": self.backend, "url": self.url,
                 "parallel": self.parallel, "token_configured": bool(self.token)}
 
-    @property
-    def endpoint_key(self) -> tuple[str, str | None]:
-        return (self.backend, self.url)
-
 
 def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
             secrets: Mapping[str, Any] | None = None) -> RemoteConfig:

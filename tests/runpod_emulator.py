@@ -47,12 +47,11 @@ class EmuJob:
     ttl_ms: int = 24 * 3600 * 1000
     execution_timeout_ms: int = 600_000
     worker: str | None = None
-    taken_at: float | None = None
 
     def expired(self, now: float) -> bool:
         return (now - self.created) * 1000 > self.ttl_ms
 
-    def view(self, with_stream: bool = False) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "status": self.status}
         if self.started:
             out["delayTime"] = int((self.started - self.created) * 1000)
@@ -304,7 +303,6 @@ class RunpodEmulator:
         while self.queue and len(taken) < count:
             job = self.jobs[self.queue.popleft()]
             job.status, job.started, job.worker = "IN_PROGRESS", time.time(), worker
-            job.taken_at = time.monotonic()
             taken.append({"id": job.id, "input": job.input})
         await self._notify()
         return taken

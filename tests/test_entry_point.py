@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig
+
+from .extension.conftest import local_comfy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,11 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.comfyui
 async def test_comfyui_loads_the_repo_as_a_custom_node(comfy_install: ComfyInstall,
                                                        tmp_path: Path) -> None:
-    (tmp_path / "custom_nodes").mkdir()
-    (tmp_path / "custom_nodes" / "comfy-remote-exec").symlink_to(REPO)
-    proc = ComfyProcess(ComfyProcessConfig(
-        install=comfy_install, base_dir=tmp_path, extra_args=["--cpu"], restart=False,
-        env={"REMOTE_EXEC_STATE_DIR": str(tmp_path / "state")}))
+    proc = local_comfy(comfy_install, tmp_path, {})
     await proc.start()
     try:
         async with httpx.AsyncClient(base_url=proc.url) as client:

@@ -41,10 +41,6 @@ class ComfyDirs:
     def temp(self) -> Path:
         return self.base / "temp"
 
-    @property
-    def models(self) -> Path:
-        return self.base / "models"
-
     def by_type(self, type_name: str) -> Path | None:
         return {"output": self.output, "temp": self.temp, "input": self.input}.get(type_name)
 

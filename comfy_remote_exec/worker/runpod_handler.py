@@ -33,7 +33,7 @@ from PIL import Image
 from ..backends.http import HttpBackend
 from ..discovery import find_comfyui
 from ..errors import RemoteExecError
-from ..protocol import JOB_STATUS, PREVIEW, TERMINAL_STATUSES, Event, JobSpec
+from ..protocol import JOB_STATUS, PREVIEW, Event, JobSpec
 from .outputs import ComfyDirs
 from .spawn import echo, start_worker, stop_worker, worker_command
 from .storage import S3Storage
@@ -107,9 +107,20 @@ class RunpodHandler:
             yield {"error": exc.message if compat else json.dumps(exc.to_dict())}
             return
         finished = False
+        end: dict[str, Any] = {}
+        images: list[dict[str, Any]] = []
         try:
-            async for chunk in self.relay(job, remote_id, compat):
-                yield chunk
+            async for chunk in self.relay(job, remote_id):
+                for event in chunk.get("events", []):
+                    if event["type"] == "executed":
+                        images += [f for f in event["data"].get("files") or []
+                                   if f["type"] == "output" and f["kind"] == "image"]
+                    elif event["type"] == JOB_STATUS:
+                        end = event["data"]
+                if not compat:  # a worker-comfyui client wants only the final answer
+                    yield chunk
+            async for final in self.finish(end, compat, images):
+                yield final
             finished = True
         finally:
             # Stopped by the SDK: a CancelledError here, or, when the stop landed while
@@ -117,8 +128,10 @@ class RunpodHandler:
             if not finished:
                 self._spawn(self.backend.cancel(remote_id))
 
-    async def relay(self, job: dict[str, Any], remote_id: str, compat: bool
+    async def relay(self, job: dict[str, Any], remote_id: str
                     ) -> AsyncIterator[dict[str, Any]]:
+        """The job's events as stream chunks (`events`, and `file_part` before the
+        `executed` that needs them), up to and including its terminal status."""
         queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
         async def read() -> None:
@@ -130,7 +143,6 @@ class RunpodHandler:
 
         reader = asyncio.create_task(read())
         inline_left = inline_limit()
-        images: list[dict[str, Any]] = []
         last_progress = 0.0
         try:
             while True:
@@ -141,7 +153,7 @@ class RunpodHandler:
                 size = 0
                 for event in batch:
                     if event is None:
-                        if chunk and not compat:
+                        if chunk:
                             yield {"events": chunk}
                         reader.result()  # re-raise a failure of the event stream
                         return
@@ -158,33 +170,27 @@ class RunpodHandler:
                         for file in event.data.get("files") or []:
                             inline_left, parts = await self.attach(file, inline_left)
                             for part in parts:
-                                if not compat:
-                                    yield {"file_part": part}
-                            if file["type"] == "output" and file["kind"] == "image":
-                                images.append(file)
+                                yield {"file_part": part}
                     encoded = event.to_dict()
                     length = len(json.dumps(encoded))
                     if chunk and size + length > CHUNK_LIMIT:
-                        if not compat:
-                            yield {"events": chunk}
+                        yield {"events": chunk}
                         chunk, size = [], 0
                     chunk.append(encoded)
                     size += length
-                    if event.type == JOB_STATUS and event.data.get("status") in TERMINAL_STATUSES:
-                        if not compat:
-                            yield {"events": chunk}
-                        chunk = []
-                        async for final in self.finish(event, compat, images):
-                            yield final
+                    if event.terminal:
+                        yield {"events": chunk}
                         return
-                if chunk and not compat:
+                if chunk:
                     yield {"events": chunk}
         finally:
             reader.cancel()
 
-    async def finish(self, event: Event, compat: bool, images: list[dict[str, Any]]
+    async def finish(self, end: dict[str, Any], compat: bool, images: list[dict[str, Any]]
                      ) -> AsyncIterator[dict[str, Any]]:
-        status, error = event.data.get("status"), event.data.get("error") or {}
+        """The last chunk: worker-comfyui's answer, or the error that makes RunPod mark
+        the job FAILED."""
+        status, error = end.get("status"), end.get("error") or {}
         if compat:
             if status == "completed":
                 yield {"images": [{"filename": f["filename"],

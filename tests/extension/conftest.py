@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -20,12 +21,27 @@ import aiohttp
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
 from ..conftest import prepare_worker_base
 
 REPO = Path(__file__).resolve().parents[2]
 COMFY_READY = "To see the GUI go to:"
+
+
+def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
+                extension: bool = True) -> ComfyProcess:
+    """A local ComfyUI with its own base directory, with or without the extension linked
+    into its custom_nodes (the launcher's way is `launch`; this one is for finer control)."""
+    nodes = base / "custom_nodes"
+    nodes.mkdir(parents=True, exist_ok=True)
+    link = nodes / "comfy-remote-exec"
+    if extension and not link.exists():
+        link.symlink_to(REPO)
+    return ComfyProcess(ComfyProcessConfig(install=install, base_dir=base, extra_args=["--cpu"],
+                                           restart=False,
+                                           env={"REMOTE_EXEC_STATE_DIR": str(base / "state"),
+                                                **env}))
 
 
 @dataclass
@@ -176,10 +192,20 @@ class LocalClient:
             return await resp.json()
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str, client_id: str | None = None,
+                    preview_metadata: bool = True) -> AsyncIterator[LocalClient]:
+    """A `LocalClient` with its own HTTP session and an open WebSocket."""
+    async with aiohttp.ClientSession() as session:
+        client = LocalClient(url, session, client_id, preview_metadata)
+        await client.connect()
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
 @pytest.fixture
 async def client(launched: Launched) -> AsyncIterator[LocalClient]:
-    async with aiohttp.ClientSession() as session:
-        local = LocalClient(launched.url, session)
-        await local.connect()
+    async with connected(launched.url) as local:
         yield local
-        await local.close()

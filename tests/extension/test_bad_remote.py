@@ -4,33 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
+from comfy_remote_exec.worker.comfy_process import free_port
 
 from ..conftest import WorkerHandle
 from ..helpers import workflow
-from .conftest import REPO, LocalClient
+from .conftest import connected, local_comfy
+from .test_restart import http_env
 
 pytestmark = pytest.mark.comfyui
 
 
 async def test_bad_token_and_dead_remote(comfy_install: ComfyInstall, worker: WorkerHandle,
                                          tmp_path: Path) -> None:
-    (tmp_path / "custom_nodes").mkdir()
-    (tmp_path / "custom_nodes" / "comfy-remote-exec").symlink_to(REPO)
-    local = ComfyProcess(ComfyProcessConfig(
-        install=comfy_install, base_dir=tmp_path, extra_args=["--cpu"], restart=False,
-        env={"REMOTE_EXEC_BACKEND": "http", "REMOTE_EXEC_URL": worker.url,
-             "REMOTE_EXEC_TOKEN": "not-the-token", "REMOTE_EXEC_ENABLED": "1",
-             "REMOTE_EXEC_STATE_DIR": str(tmp_path / "state")}))
+    local = local_comfy(comfy_install, tmp_path, {
+        **http_env(worker), "REMOTE_EXEC_TOKEN": "not-the-token"})
     await local.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            client = LocalClient(local.url, session)
-            await client.connect()
+        async with connected(local.url) as client:
             dead = f"http://127.0.0.1:{free_port()}"
             for extra, expected in (
                     ({}, "bearer token"),
@@ -43,7 +36,6 @@ async def test_bad_token_and_dead_remote(comfy_install: ComfyInstall, worker: Wo
                 assert "not-the-token" not in str(errors) + str(toasts)
                 history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
                 assert history["status"]["status_str"] == "error"
-            await client.close()
     finally:
         await local.stop()
     assert not list((tmp_path / "output").glob("*"))

@@ -12,11 +12,10 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from ..helpers import png_bytes, workflow
-from .conftest import Launched, LocalClient, Message
+from .conftest import Launched, LocalClient, Message, connected
 
 pytestmark = pytest.mark.comfyui
 
@@ -105,11 +104,8 @@ async def test_previews_follow_the_clients_feature_flags(launched: Launched,
     flow = workflow("steps")
     flow["2"]["inputs"].update(steps=3, step_seconds=0.01)
     flow["1"]["inputs"]["color"] = 77 + metadata
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(launched.url, session, preview_metadata=metadata)
-        await client.connect()
+    async with connected(launched.url, preview_metadata=metadata) as client:
         prompt_id, messages = await client.run(flow)
-        await client.close()
     frames = [m.binary for m in messages if m.type == "binary"]
     assert len(frames) == 3
     assert frames[0] is not None

@@ -7,30 +7,21 @@ import os
 import signal
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig
 
 from ..conftest import TOKEN, WorkerHandle
 from ..helpers import workflow
-from .conftest import REPO, LocalClient, Message
+from .conftest import Message, connected, local_comfy
 
 pytestmark = pytest.mark.comfyui
 
 
-def local_comfy(install: ComfyInstall, base: Path, worker: WorkerHandle) -> ComfyProcess:
-    """A plain local ComfyUI with the extension, on the http backend to `worker`."""
-    nodes = base / "custom_nodes"
-    nodes.mkdir(parents=True, exist_ok=True)
-    if not (nodes / "comfy-remote-exec").exists():
-        (nodes / "comfy-remote-exec").symlink_to(REPO)
-    return ComfyProcess(ComfyProcessConfig(
-        install=install, base_dir=base, extra_args=["--cpu"], restart=False,
-        env={"REMOTE_EXEC_BACKEND": "http", "REMOTE_EXEC_URL": worker.url,
-             "REMOTE_EXEC_TOKEN": TOKEN, "REMOTE_EXEC_ENABLED": "1",
-             "REMOTE_EXEC_STATE_DIR": str(base / "state")}))
+def http_env(worker: WorkerHandle) -> dict[str, str]:
+    """The extension on the http backend, pointed at `worker`."""
+    return {"REMOTE_EXEC_BACKEND": "http", "REMOTE_EXEC_URL": worker.url,
+            "REMOTE_EXEC_TOKEN": TOKEN, "REMOTE_EXEC_ENABLED": "1"}
 
 
 async def test_outputs_land_once_after_local_restart(comfy_install: ComfyInstall,
@@ -41,12 +32,10 @@ async def test_outputs_land_once_after_local_restart(comfy_install: ComfyInstall
     flow["1"]["inputs"]["color"] = 31337
     flow["3"] = {"class_type": "SaveImage",
                  "inputs": {"images": ["2", 0], "filename_prefix": "survivor"}}
-    first = local_comfy(comfy_install, tmp_path, worker)
+    first = local_comfy(comfy_install, tmp_path, http_env(worker))
     await first.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            client = LocalClient(first.url, session, client_id="same-browser-tab")
-            await client.connect()
+        async with connected(first.url, client_id="same-browser-tab") as client:
             prompt_id = (await client.post(flow))["prompt_id"]
 
             async def first_progress() -> None:
@@ -56,24 +45,20 @@ async def test_outputs_land_once_after_local_restart(comfy_install: ComfyInstall
                         return
 
             await asyncio.wait_for(first_progress(), 60)
-            await client.close()
         # A hard kill: no shutdown hook runs, only the journal remains.
         os.killpg(first.pid, signal.SIGKILL)  # type: ignore[arg-type]
     finally:
         await first.stop()
     assert list((tmp_path / "state" / "journal").glob("*.json"))
 
-    second = local_comfy(comfy_install, tmp_path, worker)
+    second = local_comfy(comfy_install, tmp_path, http_env(worker))
     await second.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            client = LocalClient(second.url, session, client_id="same-browser-tab")
-            await client.connect()
+        async with connected(second.url, client_id="same-browser-tab") as client:
             history = await client.get(f"/history/{prompt_id}")
             if prompt_id not in history:
                 await client.until_end(prompt_id, timeout=60)
                 history = await client.get(f"/history/{prompt_id}")
-            await client.close()
     finally:
         await second.stop()
     entry = history[prompt_id]

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 
@@ -19,7 +18,7 @@ from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.errors import Unauthorized
 from comfy_remote_exec.protocol import Event, JobSpec, MediaItem, OutputFile
 
-from ..extension.conftest import Launched, LocalClient, launch, stop
+from ..extension.conftest import Launched, connected, launch, stop
 from ..helpers import png_bytes, workflow
 from ..runpod_emulator import RunpodEmulator
 from .conftest import REPO, SdkWorker
@@ -166,9 +165,7 @@ def launched_runpod(comfy_install: ComfyInstall, emulator: RunpodEmulator,
 
 
 async def test_run_button_on_runpod(launched_runpod: Launched) -> None:
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(launched_runpod.url, session)
-        await client.connect()
+    async with connected(launched_runpod.url) as client:
         for name in ("invert", "upscale_tiny"):
             prompt_id, messages = await client.run(workflow(name), timeout=120)
             kinds = [m.type for m in messages]
@@ -181,7 +178,6 @@ async def test_run_button_on_runpod(launched_runpod: Launched) -> None:
             assert (launched_runpod.local / "output" / image["filename"]).is_file()
         status = await client.get("/remote_exec/health")
         assert status["ok"] and status["remote"]["status"] == "warm"
-        await client.close()
 
 
 async def test_cancel_from_the_ui_on_runpod(launched_runpod: Launched,
@@ -189,18 +185,16 @@ async def test_cancel_from_the_ui_on_runpod(launched_runpod: Launched,
     flow = workflow("steps")
     flow["2"]["inputs"].update(steps=200, step_seconds=0.05, previews=False)
     flow["1"]["inputs"]["color"] = 8080
-    async with aiohttp.ClientSession() as session:
-        client = LocalClient(launched_runpod.url, session)
-        await client.connect()
+    async with connected(launched_runpod.url) as client:
         prompt_id = (await client.post(flow))["prompt_id"]
 
         async def on(msg: Any) -> None:
             if msg.type == "progress":
-                await session.post(f"{client.url}/api/interrupt", json={"prompt_id": prompt_id})
+                await client.session.post(f"{client.url}/api/interrupt",
+                                          json={"prompt_id": prompt_id})
 
         messages = await client.until_end(prompt_id, timeout=120, on=on)
         record = await client.get(f"/remote_exec/jobs/{prompt_id}")
-        await client.close()
     assert "execution_interrupted" in [m.type for m in messages]
     assert emulator.jobs[record["remote_id"]].status == "CANCELLED"
 
@@ -211,11 +205,8 @@ async def test_bad_key_shows_in_the_ui(comfy_install: ComfyInstall, emulator: Ru
                     emulator.endpoint, env={"RUNPOD_API_KEY": "wrong-key",
                                             "RUNPOD_API_BASE": emulator.api_base})
     try:
-        async with aiohttp.ClientSession() as session:
-            client = LocalClient(handle.url, session)
-            await client.connect()
+        async with connected(handle.url) as client:
             _, messages = await client.run(workflow("invert"))
-            await client.close()
     finally:
         stop(handle)
     toasts = [m.data for m in messages if m.type == "remote_exec.error"]
