@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,6 @@ class SdkWorker:
     cold_start: float
     log: Path
     base: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def start_sdk_worker(emulator: RunpodEmulator, args: list[str], env: dict[str, str],
