@@ -21,6 +21,7 @@ from ..errors import RemoteExecError
 from ..protocol import (
     CANCELLED,
     COMPLETED,
+    FAILED,
     JOB_STATUS,
     PREVIEW,
     TERMINAL_STATUSES,
@@ -36,6 +37,9 @@ from .landing import Lander
 from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_parts
 
 log = logging.getLogger(__name__)
+
+ENDINGS = {"execution_success": COMPLETED, "execution_error": FAILED,
+           "execution_interrupted": CANCELLED}
 
 
 class JobRun:
@@ -129,7 +133,9 @@ class JobRun:
             self.executed_nodes.append(str(event.data["node"]))
         if kind in HISTORY_MESSAGES:
             self.messages.append([kind, data])
-        if kind in ("execution_success", "execution_error", "execution_interrupted"):
+        if kind in ENDINGS:
+            # The record says what the user sees; the remote's own status follows.
+            job.status = ENDINGS[kind]
             self._write_history(kind == "execution_success")
         if kind == "executing" and event.data.get("node") is None:
             self.ended = True
@@ -167,7 +173,7 @@ class JobRun:
         elif status == CANCELLED:
             if not self.history_written:
                 self._interrupted()
-        elif status == "failed":
+        elif status == FAILED:
             error = data.get("error") or {}
             self.job.error = error
             self._notify_error(error)
@@ -181,6 +187,7 @@ class JobRun:
         data = {"prompt_id": self.job.prompt_id, "node_id": "", "node_type": "",
                 "executed": self.executed_nodes, "timestamp": 0}
         self.messages.append(["execution_interrupted", data])
+        self.job.status = CANCELLED
         self._write_history(False)
         self.host.send("execution_interrupted", data, self.job.client_id)
         self._end()
@@ -202,6 +209,7 @@ class JobRun:
             self.host.send("execution_start", start, self.job.client_id)
         data = error_message(self.job.prompt_id, error, self.executed_nodes)
         self.messages.append(["execution_error", data])
+        self.job.status = FAILED
         self._write_history(False)
         self.host.send("execution_error", data, self.job.client_id)
         self._end()
