@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import random
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,16 @@ def sse_events(client: httpx.Client, url: str, *, timeout: float = 60.0,
                 seen += 1
                 if stop_after is not None and seen >= stop_after:
                     return
+
+
+async def eventually(probe: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Re-check `probe` until it returns something truthy, or fail after `timeout`.
+
+    For state another process writes after the event a test waited on.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.05)
+    return value

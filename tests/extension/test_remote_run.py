@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import png_bytes, workflow
+from ..helpers import eventually, png_bytes, workflow
 from .conftest import Launched, LocalClient, Message, connected
 
 pytestmark = pytest.mark.comfyui
@@ -155,8 +155,9 @@ async def test_cancel_during_upscale(launched: Launched, client: LocalClient) ->
     assert history["status"]["status_str"] == "error"
     record = await client.get(f"/remote_exec/jobs/{prompt_id}")
     assert record["status"] == "cancelled"
-    worker_jobs = sorted(launched.worker.glob(f"remote_exec/jobs/{record['remote_id']}/job.json"))
-    assert json.loads(worker_jobs[0].read_text())["status"] == "cancelled"
+    job_file = next(launched.worker.glob(f"remote_exec/jobs/{record['remote_id']}/job.json"))
+    await eventually(lambda: json.loads(job_file.read_text())["status"] == "cancelled",
+                     "the worker records the job as cancelled")
 
 
 @pytest.mark.parametrize("case", ["unknown_node", "missing_model"])
