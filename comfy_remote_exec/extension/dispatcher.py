@@ -44,13 +44,10 @@ class Dispatcher:
         self.running: dict[str, JobRun] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.finished: OrderedDict[str, RemoteJob] = OrderedDict()
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def add(self, job: RemoteJob) -> None:
         self.journal.save(job)
         bisect.insort(self.pending, job, key=lambda j: j.number)
-        self.idle.clear()
         self.host.queue_changed()
         self._kick()
 
@@ -77,26 +74,32 @@ class Dispatcher:
             backend = self.backend_for(job)
         except RemoteExecError as exc:
             backend = FailedBackend(exc)
-        run = JobRun(job, backend, self.host, self.journal, self.hasher, self.on_output)
+        run = JobRun(job, backend, self.host, self.journal, self.hasher, self.on_output,
+                     on_end=self._ended)
         self.running[job.prompt_id] = run
-        self.idle.clear()
 
         async def go() -> None:
             try:
                 await run.run()
             finally:
-                self.finished[job.prompt_id] = job
-                while len(self.finished) > FINISHED_KEPT:
-                    self.finished.popitem(last=False)
-                self.running.pop(job.prompt_id, None)
                 self.tasks.pop(job.prompt_id, None)
-                self.host.queue_changed()
-                self._kick()
-                if not self.running and not self.pending:
-                    self.idle.set()
+                self._ended(job)
 
         self.tasks[job.prompt_id] = asyncio.get_running_loop().create_task(
             go(), name=f"remote-job-{job.prompt_id}")
+
+    def _ended(self, job: RemoteJob) -> None:
+        """The job is over for the user: it leaves the queue before its last message.
+
+        Its task may still be taking the remote's final status; the slot is free.
+        """
+        if self.running.pop(job.prompt_id, None) is None:
+            return
+        self.finished[job.prompt_id] = job
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+        self.host.queue_changed()
+        self._kick()
 
     async def cancel(self, prompt_id: str) -> bool:
         """Delete a pending job, or cancel a running one on the remote."""
@@ -105,8 +108,6 @@ class Dispatcher:
                 self.pending.remove(job)
                 self.journal.remove(prompt_id)
                 self.host.queue_changed()
-                if not self.running and not self.pending:
-                    self.idle.set()
                 return True
         run = self.running.get(prompt_id)
         if run is None:
@@ -136,8 +137,6 @@ class Dispatcher:
                 bisect.insort(self.pending, job, key=lambda j: j.number)
             else:
                 self._start(job)
-        if self.pending:
-            self.idle.clear()
         self._kick()
         self.host.queue_changed()
 

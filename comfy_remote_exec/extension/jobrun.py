@@ -44,8 +44,8 @@ ENDINGS = {"execution_success": COMPLETED, "execution_error": FAILED,
 
 class JobRun:
     def __init__(self, job: RemoteJob, backend: Backend, host: Host, journal: Journal,
-                 hasher: InputHasher, on_output: Callable[[dict[str, Any]], None] | None = None
-                 ) -> None:
+                 hasher: InputHasher, on_output: Callable[[dict[str, Any]], None] | None = None,
+                 on_end: Callable[[RemoteJob], None] | None = None) -> None:
         self.job = job
         self.backend = backend
         self.host = host
@@ -53,6 +53,7 @@ class JobRun:
         self.hasher = hasher
         self.lander = Lander(host.output_dir, host.temp_dir)
         self.on_output = on_output
+        self.on_end = on_end
         self.outputs: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, dict[str, Any]] = {}
         self.messages: list[list[Any]] = []
@@ -138,7 +139,7 @@ class JobRun:
             job.status = ENDINGS[kind]
             self._write_history(kind == "execution_success")
         if kind == "executing" and event.data.get("node") is None:
-            self.ended = True
+            self._leave_queue()
         self.host.send(kind, data, job.client_id)
 
     async def _land(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -220,9 +221,15 @@ class JobRun:
             "code": error.get("code"), "node_id": error.get("node_id"),
             "log_tail": (error.get("log_tail") or [])[-20:]}, self.job.client_id)
 
+    def _leave_queue(self) -> None:
+        """As ComfyUI does: out of the queue first, then the last `executing`."""
+        self.ended = True
+        if self.on_end is not None:
+            self.on_end(self.job)
+
     def _end(self) -> None:
         if not self.ended:
-            self.ended = True
+            self._leave_queue()
             self.host.send("executing", {"node": None, "prompt_id": self.job.prompt_id},
                            self.job.client_id)
 
