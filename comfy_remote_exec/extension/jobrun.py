@@ -139,7 +139,8 @@ class JobRun:
             job.status = ENDINGS[kind]
             self._write_history(kind == "execution_success")
         if kind == "executing" and event.data.get("node") is None:
-            self._leave_queue()
+            self._end()  # only after the history entry; else the failure path ends it
+            return
         self.host.send(kind, data, job.client_id)
 
     async def _land(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -221,17 +222,21 @@ class JobRun:
             "code": error.get("code"), "node_id": error.get("node_id"),
             "log_tail": (error.get("log_tail") or [])[-20:]}, self.job.client_id)
 
-    def _leave_queue(self) -> None:
-        """As ComfyUI does: out of the queue first, then the last `executing`."""
+    def _end(self) -> None:
+        """As ComfyUI does: out of the queue first, then the last `executing`.
+
+        The job is done for the user; its journal entry goes, so a restart
+        does not replay it, while the task may still take the remote's status.
+        """
+        if self.ended or not self.history_written:
+            return
         self.ended = True
+        self.job.state = DONE
+        self.journal.remove(self.job.prompt_id)
         if self.on_end is not None:
             self.on_end(self.job)
-
-    def _end(self) -> None:
-        if not self.ended:
-            self._leave_queue()
-            self.host.send("executing", {"node": None, "prompt_id": self.job.prompt_id},
-                           self.job.client_id)
+        self.host.send("executing", {"node": None, "prompt_id": self.job.prompt_id},
+                       self.job.client_id)
 
     def _write_history(self, success: bool) -> None:
         if self.history_written:
