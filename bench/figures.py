@@ -157,7 +157,7 @@ async def repeat_input_bytes(stack: HttpStack, root: Path) -> dict[str, Any]:
         transport = CountingTransport()
         async with httpx.AsyncClient(transport=transport) as client:
             backend = HttpBackend(stack.worker_url, stack.token, client)
-            files = hasher.collect(flow, input_dir)
+            files = hasher.collect(flow, {"input": input_dir})
             missing = set(await backend.missing_blobs([f.sha256 for f in files]))
             for item in files:
                 if item.sha256 in missing:

@@ -98,6 +98,27 @@ def safe_relpath(name: object, *, what: str = "file name") -> str:
     return "/".join(parts)
 
 
+# ComfyUI's folder annotations on file values ("x.png [output]").
+ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
+
+
+def split_annotation(value: str) -> tuple[str, str, str]:
+    """`"x.png [output]"` -> `("x.png", " [output]", "output")`; no annotation: input."""
+    for suffix, folder in ANNOTATIONS.items():
+        if value.endswith(suffix):
+            return value[: -len(suffix)], suffix, folder
+    return value, "", "input"
+
+
+def media_name(bare: str, folder: str) -> str:
+    """The media name a referenced file travels under.
+
+    Input files keep their name; an `x.png [output]` (or `[temp]`) value
+    travels as `[output]/x.png`, so it never meets an input of the same name.
+    """
+    return bare if folder == "input" else f"[{folder}]/{bare}"
+
+
 def decode_base64(data: object, *, what: str, limit: int = MAX_MEDIA_BYTES) -> bytes:
     """Strict base64 (a `data:` URL prefix is allowed); size-checked before decoding."""
     _require(isinstance(data, str) and bool(data), f"{what} must be a base64 string")

@@ -1,10 +1,12 @@
-"""Find the local input files a workflow references, and hash them once.
+"""Find the local files a workflow references, and hash them once.
 
 Any string input that names an existing file in the local input folder is
 shipped: LoadImage, LoadImageMask, video and audio loaders, any upload COMBO,
-files in subfolders, and `name [input]` annotations. Looking at values rather
-than at node types means custom loader nodes need no code here. Hashes are
-cached by path, size and mtime, so a 20 MB input is read once, not per run.
+files in subfolders, and `name [input]` annotations. So are `name [output]`
+and `name [temp]` values (Load Image from Outputs iterating on an earlier
+result). Looking at values rather than at node types means custom loader
+nodes need no code here. Hashes are cached by path, size and mtime, so a 20 MB
+input is read once, not per run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..fsutil import confined
-from ..protocol import safe_relpath
+from ..protocol import media_name, safe_relpath, split_annotation
 
 CHUNK = 1024 * 1024
 
@@ -30,20 +32,20 @@ class LocalInput:
     size: int
 
 
-def referenced_names(prompt: dict[str, Any]) -> set[str]:
-    names = set()
+def referenced_files(prompt: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Media name -> (folder, relative path) for every value that may name a file."""
+    found: dict[str, tuple[str, str]] = {}
     for node in prompt.values():
         for value in (node.get("inputs") or {}).values() if isinstance(node, dict) else []:
             if not isinstance(value, str) or not value:
                 continue
-            bare = value[: -len(" [input]")] if value.endswith(" [input]") else value
-            if bare.endswith(("[output]", "[temp]")):
-                continue
+            bare, _, folder = split_annotation(value)
             try:
-                names.add(safe_relpath(bare))
+                bare = safe_relpath(bare)
             except BadRequest:
                 continue
-    return names
+            found.setdefault(media_name(bare, folder), (folder, bare))
+    return found
 
 
 class InputHasher:
@@ -63,13 +65,16 @@ class InputHasher:
             self._cache[key] = digest.hexdigest()
         return self._cache[key], st.st_size
 
-    def collect(self, prompt: dict[str, Any], input_dir: Path) -> list[LocalInput]:
-        """Every referenced file that exists under `input_dir` (blocking: hashes)."""
+    def collect(self, prompt: dict[str, Any], roots: dict[str, Path]) -> list[LocalInput]:
+        """Every referenced file that exists under its folder's root (blocking: hashes).
+
+        `roots` maps `input`, `output` and `temp` to the local folders.
+        """
         found = []
-        for name in sorted(referenced_names(prompt)):
+        for name, (folder, bare) in sorted(referenced_files(prompt).items()):
             try:
-                path = confined(input_dir, name)
-            except ValueError:
+                path = confined(roots[folder], bare)
+            except (KeyError, ValueError):
                 continue
             if path.is_file() and os.access(path, os.R_OK):
                 sha, size = self.sha256(path)

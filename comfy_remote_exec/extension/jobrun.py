@@ -81,7 +81,9 @@ class JobRun:
 
     async def _submit(self) -> None:
         job = self.job
-        files = await asyncio.to_thread(self.hasher.collect, job.prompt, self.host.input_dir)
+        roots = {"input": self.host.input_dir, "output": self.host.output_dir,
+                 "temp": self.host.temp_dir}
+        files = await asyncio.to_thread(self.hasher.collect, job.prompt, roots)
         missing = set(await self.backend.missing_blobs([f.sha256 for f in files]))
         for item in files:
             if item.sha256 in missing:

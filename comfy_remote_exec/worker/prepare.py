@@ -3,8 +3,9 @@
 Three steps, all pure apart from reading model lists:
 - apply `inputs` overrides to the workflow, refusing unknown node ids;
 - point every reference to a shipped media file at the job's own input folder
-  (`remote_exec/<job>/<name>`, keeping ComfyUI's ` [input]` annotation), so
-  concurrent and successive jobs never see each other's inputs;
+  (`remote_exec/<job>/<name>`, keeping ComfyUI's ` [input]` annotation; a
+  shipped `x.png [output]` becomes an input too), so concurrent and
+  successive jobs never see each other's inputs;
 - find model files the worker does not have before ComfyUI runs anything, and
   name each with its folder and what the worker has there (ComfyUI itself
   does not check every loader's list).
@@ -18,10 +19,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import BadRequest
-from ..protocol import InputOverride
+from ..protocol import InputOverride, media_name, split_annotation
 
 JOB_INPUT_ROOT = "remote_exec"
-ANNOTATIONS = (" [input]", " [output]", " [temp]")
 MODEL_EXTS = {".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".gguf",
               ".onnx", ".pkl"}
 # The model folder behind the common loader fields, where the option list
@@ -56,13 +56,6 @@ def apply_overrides(workflow: dict[str, Any], overrides: Iterable[InputOverride]
     return out
 
 
-def _split_annotation(value: str) -> tuple[str, str]:
-    for ann in ANNOTATIONS:
-        if value.endswith(ann):
-            return value[: -len(ann)], ann
-    return value, ""
-
-
 def rewrite_media_refs(workflow: dict[str, Any], names: Iterable[str],
                        job_id: str) -> dict[str, Any]:
     """Point string inputs naming a shipped file at the job's input folder (in place)."""
@@ -75,9 +68,10 @@ def rewrite_media_refs(workflow: dict[str, Any], names: Iterable[str],
         for key, value in inputs.items():
             if not isinstance(value, str):
                 continue
-            bare, ann = _split_annotation(value)
-            if ann in ("", " [input]") and bare.replace("\\", "/") in wanted:
-                inputs[key] = f"{prefix}/{bare.replace(chr(92), '/')}{ann}"
+            bare, suffix, folder = split_annotation(value)
+            name = media_name(bare.replace("\\", "/"), folder)
+            if name in wanted:
+                inputs[key] = f"{prefix}/{name}{suffix if folder == 'input' else ' [input]'}"
     return workflow
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from ..helpers import eventually, png_bytes, workflow
 from .conftest import Launched, LocalClient, Message, connected
@@ -117,6 +118,27 @@ async def test_previews_follow_the_clients_feature_flags(launched: Launched,
     else:
         assert struct.unpack(">II", frames[0][:8]) == (1, 1)  # legacy preview, JPEG
         assert frames[0][8:10] == b"\xff\xd8"
+
+
+async def test_load_image_from_outputs_ships_the_local_result(launched: Launched,
+                                                              client: LocalClient) -> None:
+    """Iterating on an earlier result: `x.png [output]` is this machine's file."""
+    earlier = launched.local / "output" / "earlier_result.png"
+    earlier.parent.mkdir(parents=True, exist_ok=True)
+    earlier.write_bytes(png_bytes(size=(40, 30), color=(255, 0, 0)))
+    assert not (launched.worker / "output" / earlier.name).exists()
+    flow = {"1": {"class_type": "LoadImageOutput",
+                  "inputs": {"image": "earlier_result.png [output]"}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage",
+                  "inputs": {"images": ["2", 0], "filename_prefix": "iterated"}}}
+    prompt_id, messages = await client.run(flow)
+    assert "execution_success" in types_of(messages, prompt_id), messages
+    [image] = executed(messages)[0]["output"]["images"]
+    with Image.open(launched.local / "output" / image["filename"]) as landed:
+        assert landed.size == (40, 30) and landed.convert("RGB").getpixel((0, 0)) == (0, 255, 255)
+    record = await client.get(f"/remote_exec/jobs/{prompt_id}")
+    assert sha(earlier) in record["uploaded"] + record["reused"]
 
 
 async def test_client_prompt_id_number_and_partial_targets(launched: Launched,

@@ -20,7 +20,7 @@ from comfy_remote_exec.config import (
 )
 from comfy_remote_exec.errors import RemoteExecError
 from comfy_remote_exec.extension.core import remote_override
-from comfy_remote_exec.extension.inputs import InputHasher, referenced_names
+from comfy_remote_exec.extension.inputs import InputHasher, referenced_files
 from comfy_remote_exec.extension.landing import Lander, candidate_names
 from comfy_remote_exec.extension.relay import comfy_message, legacy_preview, preview_parts
 from comfy_remote_exec.protocol import Event, OutputFile
@@ -158,17 +158,28 @@ def test_preview_parts_and_legacy_frame() -> None:
 
 def test_referenced_inputs_are_found_and_confined(tmp_path: Path) -> None:
     (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "out").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(b"a")
     (tmp_path / "in" / "sub" / "b.wav").write_bytes(b"b")
+    (tmp_path / "out" / "a.png").write_bytes(b"earlier result")
     (tmp_path / "secret.txt").write_bytes(b"s")
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png [input]"}},
-              "2": {"class_type": "LoadAudio", "inputs": {"audio": "sub/b.wav"}},
+              "2": {"class_type": "LoadAudio", "inputs": {"audio": "sub\\b.wav"}},
               "3": {"class_type": "X", "inputs": {"text": "../secret.txt", "n": 3,
-                                                  "o": "a.png [output]", "l": ["1", 0]}}}
-    assert referenced_names(prompt) == {"a.png", "sub/b.wav"}
-    found = InputHasher().collect(prompt, tmp_path / "in")
-    assert [(f.name, f.size) for f in found] == [("a.png", 1), ("sub/b.wav", 1)]
-    assert found[0].sha256 == hashlib.sha256(b"a").hexdigest()
+                                                  "o": "a.png [output]", "l": ["1", 0],
+                                                  "t": "../../x [temp]"}}}
+    assert referenced_files(prompt) == {"a.png": ("input", "a.png"),
+                                        "sub/b.wav": ("input", "sub/b.wav"),
+                                        "[output]/a.png": ("output", "a.png")}
+    found = InputHasher().collect(prompt, {"input": tmp_path / "in",
+                                           "output": tmp_path / "out"})
+    assert [(f.name, f.size) for f in found] == [
+        ("[output]/a.png", 14), ("a.png", 1), ("sub/b.wav", 1)]
+    assert found[1].sha256 == hashlib.sha256(b"a").hexdigest()
+    assert found[0].path == tmp_path / "out" / "a.png"
+    # Without an output folder to look in, `[output]` values ship nothing.
+    assert [f.name for f in InputHasher().collect(prompt, {"input": tmp_path / "in"})] == [
+        "a.png", "sub/b.wav"]
 
 
 def test_hashes_are_cached_until_the_file_changes(tmp_path: Path) -> None:

@@ -172,12 +172,16 @@ def test_describe_confines_and_hashes(tmp_path: Path) -> None:
 def test_overrides_and_media_rewrite() -> None:
     flow = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png [input]"}},
             "2": {"class_type": "LoadImage", "inputs": {"image": "sub/b.png"}},
-            "3": {"class_type": "X", "inputs": {"text": "a.png is a file", "n": 1}}}
+            "3": {"class_type": "X", "inputs": {"text": "a.png is a file", "n": 1}},
+            "4": {"class_type": "LoadImageOutput", "inputs": {"image": "a.png [output]"}},
+            "5": {"class_type": "LoadImageOutput", "inputs": {"image": "c.png [output]"}}}
     out = apply_overrides(flow, [InputOverride("3", "n", 5)], {})
     assert out["3"]["inputs"]["n"] == 5 and flow["3"]["inputs"]["n"] == 1
-    rewrite_media_refs(out, ["a.png", "sub/b.png"], "job1")
+    rewrite_media_refs(out, ["a.png", "sub/b.png", "[output]/a.png"], "job1")
     assert out["1"]["inputs"]["image"] == "remote_exec/job1/a.png [input]"
     assert out["2"]["inputs"]["image"] == "remote_exec/job1/sub/b.png"
+    assert out["4"]["inputs"]["image"] == "remote_exec/job1/[output]/a.png [input]"
+    assert out["5"]["inputs"]["image"] == "c.png [output]", "not shipped: the worker's own"
     assert out["3"]["inputs"]["text"] == "a.png is a file"
     with pytest.raises(BadRequest, match="not in the workflow"):
         apply_overrides(flow, [InputOverride("9", "n", 1)], {})
