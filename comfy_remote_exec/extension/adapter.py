@@ -23,7 +23,9 @@ from PIL import Image
 from protocol import BinaryEventTypes
 
 from ..config import state_dir
+from ..fsutil import confined
 from .core import RemoteExec
+from .host import DEFAULT_USER
 from .intercept import make_middleware
 from .relay import legacy_preview
 from .routes import add_routes
@@ -37,7 +39,7 @@ class ComfyHost:
     def __init__(self, prompt_server: Any) -> None:
         self.server = prompt_server
         self.comfyui_root = Path(folder_paths.__file__).resolve().parent
-        self._settings_cache: tuple[float, dict[str, Any]] = (-1.0, {})
+        self._settings_cache: dict[str, tuple[float, dict[str, Any]]] = {}
 
     @property
     def input_dir(self) -> Path:
@@ -88,20 +90,30 @@ class ComfyHost:
     def queue_changed(self) -> None:
         self.server.queue_updated()
 
-    def settings(self) -> dict[str, Any]:
-        """The default user's saved settings (re-read when the file changes)."""
-        path = Path(folder_paths.get_user_directory()) / "default" / "comfy.settings.json"
+    def settings(self, user: str = DEFAULT_USER) -> dict[str, Any]:
+        """A user's saved settings (re-read when the file changes)."""
         try:
+            path = confined(Path(folder_paths.get_user_directory()),
+                            f"{user}/comfy.settings.json")
             mtime = path.stat().st_mtime
-        except OSError:
+        except (OSError, ValueError):
             return {}
-        if mtime != self._settings_cache[0]:
+        cached = self._settings_cache.get(user)
+        if cached is None or cached[0] != mtime:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = {}
-            self._settings_cache = (mtime, data if isinstance(data, dict) else {})
-        return self._settings_cache[1]
+            cached = self._settings_cache[user] = (mtime, data if isinstance(data, dict)
+                                                   else {})
+        return cached[1]
+
+    def request_user(self, request: web.Request) -> str:
+        try:
+            user = self.server.user_manager.get_request_user_id(request)
+        except (AttributeError, KeyError):  # an unknown `comfy-user`: ComfyUI's default
+            return DEFAULT_USER
+        return str(user) if user else DEFAULT_USER
 
 
 def install() -> RemoteExec:

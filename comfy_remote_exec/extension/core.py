@@ -25,7 +25,7 @@ from ..backends.local import LocalBackend
 from ..backends.runpod import DEFAULT_API, RunpodBackend
 from ..config import ConfigError, RemoteConfig, config_path, load_secrets, resolve
 from .dispatcher import Dispatcher
-from .host import Host
+from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,10 @@ class RemoteExec:
 
     # -- configuration ----------------------------------------------------------------
 
-    def config(self) -> RemoteConfig:
+    def config(self, user: str = DEFAULT_USER) -> RemoteConfig:
+        """Settings (the user's own in multi-user mode) over env over defaults."""
         secrets = load_secrets(config_path(self.env))
-        return resolve(self.host.settings(), self.env, secrets)
+        return resolve(self.host.settings(user), self.env, secrets)
 
     def backend_for(self, job: RemoteJob) -> Backend:
         return self.backend(job.backend, job.url)
@@ -105,12 +106,13 @@ class RemoteExec:
 
     # -- prompts ------------------------------------------------------------------------
 
-    def accept(self, body: Any) -> tuple[int, dict[str, Any]] | None:
+    def accept(self, body: Any, user: str = DEFAULT_USER
+               ) -> tuple[int, dict[str, Any]] | None:
         """`(status, answer)` for a prompt taken remote, or None to let ComfyUI run it."""
         if not isinstance(body, dict):
             return None
         override = remote_override(body)
-        cfg = self.config()
+        cfg = self.config(user)
         if not override.get("enabled", cfg.enabled):
             return None
         body = self.host.on_prompt(body)
@@ -164,9 +166,9 @@ class RemoteExec:
             except Exception:
                 log.exception("closing backend %s", backend.name)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, user: str = DEFAULT_USER) -> dict[str, Any]:
         try:
-            cfg: dict[str, Any] = self.config().public_view()
+            cfg: dict[str, Any] = self.config(user).public_view()
         except ConfigError as exc:
             cfg = {"error": exc.message}
         running, pending = self.dispatcher.queue_items()

@@ -10,6 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiohttp import web
+
+DEFAULT_USER = "default"
+
 
 class Host(Protocol):
     @property
@@ -49,6 +53,10 @@ class Host(Protocol):
         """Broadcast the queue status (so `queue_remaining` counts remote jobs)."""
         ...
 
-    def settings(self) -> dict[str, Any]:
-        """The user's saved ComfyUI settings."""
+    def settings(self, user: str = DEFAULT_USER) -> dict[str, Any]:
+        """A user's saved ComfyUI settings."""
+        ...
+
+    def request_user(self, request: web.Request) -> str:
+        """Whose request this is: ComfyUI's `comfy-user` in multi-user mode, else default."""
         ...

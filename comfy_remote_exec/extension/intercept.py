@@ -37,7 +37,7 @@ def make_middleware(core: RemoteExec) -> Any:
         path = request.path[4:] if request.path.startswith("/api/") else request.path
         method = request.method
         if method == "POST" and path == "/prompt":
-            answer = core.accept(await _body(request))
+            answer = core.accept(await _body(request), core.host.request_user(request))
             if answer is not None:
                 status, payload = answer
                 return web.json_response(payload, status=status)

@@ -16,12 +16,12 @@ from .core import RemoteExec
 def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
     @routes.get("/remote_exec/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(await core.status())
+        return web.json_response(await core.status(core.host.request_user(request)))
 
     @routes.get("/remote_exec/health")
     async def health(request: web.Request) -> web.Response:
         try:
-            cfg = core.config()
+            cfg = core.config(core.host.request_user(request))
             backend = core.backend(cfg.backend, cfg.url)
             return web.json_response({"ok": True, "backend": cfg.backend,
                                       "remote": await backend.health()})

@@ -30,7 +30,7 @@ COMFY_READY = "To see the GUI go to:"
 
 
 def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
-                extension: bool = True) -> ComfyProcess:
+                extension: bool = True, args: tuple[str, ...] = ()) -> ComfyProcess:
     """A local ComfyUI with its own base directory, with or without the extension linked
     into its custom_nodes (the launcher's way is `launch`; this one is for finer control)."""
     nodes = base / "custom_nodes"
@@ -38,8 +38,8 @@ def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
     link = nodes / "comfy-remote-exec"
     if extension and not link.exists():
         link.symlink_to(REPO)
-    return ComfyProcess(ComfyProcessConfig(install=install, base_dir=base, extra_args=["--cpu"],
-                                           restart=False,
+    return ComfyProcess(ComfyProcessConfig(install=install, base_dir=base,
+                                           extra_args=["--cpu", *args], restart=False,
                                            env={"REMOTE_EXEC_STATE_DIR": str(base / "state"),
                                                 **env}))
 

@@ -39,7 +39,8 @@ class RecordingHost:
     def next_number(self, front: bool) -> float: return 0
     def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]: return body
     def queue_changed(self) -> None: ...
-    def settings(self) -> dict[str, Any]: return {}
+    def settings(self, user: str = "default") -> dict[str, Any]: return {}
+    def request_user(self, request: Any) -> str: return "default"
 
     def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
         self.history[prompt_id] = entry
