@@ -37,9 +37,10 @@ from ..protocol import (
 )
 from .blobs import BlobStore
 from .jobs import Job, JobStore
-from .media import check_content, check_url, fetch_url, image_ext
+from .media import check_content, image_ext
 from .prepare import apply_overrides
 from .runner import Outcome, Runner
+from .urls import check_url, fetch_url
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)

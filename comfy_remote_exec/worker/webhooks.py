@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .media import check_url
+from .urls import post_json
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class WebhookSender:
         delay = self.base_delay
         for attempt in range(1, self.attempts + 1):
             try:
-                await check_url(url, allow_private=self.allow_private)
-                resp = await self.http.post(url, json=payload, timeout=10.0)
+                resp = await post_json(self.http, url, payload,
+                                       allow_private=self.allow_private)
                 if resp.is_success:
                     return True
                 if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):

@@ -9,6 +9,7 @@ import json
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from comfy_remote_exec.protocol import FAILED, InputOverride
 from comfy_remote_exec.worker.blobs import BlobStore
 from comfy_remote_exec.worker.events import translate
 from comfy_remote_exec.worker.jobs import Job, JobStore
-from comfy_remote_exec.worker.media import check_content, check_url, fetch_url
+from comfy_remote_exec.worker.media import check_content
 from comfy_remote_exec.worker.outputs import ComfyDirs, describe
 from comfy_remote_exec.worker.prepare import (
     apply_overrides,
@@ -27,6 +28,7 @@ from comfy_remote_exec.worker.prepare import (
     missing_model_error,
     rewrite_media_refs,
 )
+from comfy_remote_exec.worker.urls import check_url, fetch_url
 from comfy_remote_exec.worker.webhooks import WebhookSender
 
 from ..helpers import png_bytes
@@ -149,6 +151,38 @@ async def test_fetch_size_limit() -> None:
         with pytest.raises(PayloadTooLarge):
             await fetch_url(client, "http://93.184.216.34/big", limit=10)
         assert await fetch_url(client, "http://93.184.216.34/ok", limit=100) == b"x" * 100
+
+
+def resolver(table: dict[str, list[str]]) -> Any:
+    async def resolve(host: str, port: int) -> list[str]:
+        return table[host]
+    return resolve
+
+
+async def test_fetch_goes_to_the_address_it_checked() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"media")
+
+    resolve = resolver({"media.example": ["93.184.216.34"]})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        data = await fetch_url(client, "https://media.example:8443/a.png", resolve=resolve)
+    assert data == b"media"
+    [request] = seen
+    # httpx never resolves the name again, so a rebinding answer is never used.
+    assert request.url.host == "93.184.216.34" and request.url.port == 8443
+    assert request.headers["host"] == "media.example:8443"
+    assert request.extensions["sni_hostname"] == "media.example"
+
+
+async def test_a_name_with_any_private_address_is_refused() -> None:
+    resolve = resolver({"rebind.example": ["93.184.216.34", "127.0.0.1"]})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(
+            lambda r: httpx.Response(200))) as client:
+        with pytest.raises(BadRequest, match="loopback"):
+            await fetch_url(client, "http://rebind.example/x.png", resolve=resolve)
 
 
 # -- outputs and prepare -------------------------------------------------------------
