@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..discovery import ComfyUINotFound, find_comfyui
 from .app import Worker, WorkerConfig, token_from_env
+from .service import KEEP_JOBS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -41,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="content-addressed input cache (default: under --base-dir)")
     parser.add_argument("--allow-private-urls", action="store_true",
                         help="let media URLs and webhooks reach loopback/private addresses")
+    parser.add_argument("--keep-jobs", type=int, default=KEEP_JOBS, metavar="N",
+                        help=f"finished job records kept (default {KEEP_JOBS})")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     args.comfy_args = comfy_args
@@ -52,7 +55,7 @@ async def serve(args: argparse.Namespace) -> None:
     worker = Worker(WorkerConfig(
         install=install, base_dir=args.base_dir, token=token_from_env(args.token_env),
         comfy_args=args.comfy_args, comfy_port=args.comfy_port, blob_dir=args.blob_dir,
-        allow_private_urls=args.allow_private_urls))
+        allow_private_urls=args.allow_private_urls, keep_jobs=args.keep_jobs))
     await worker.start()
     runner = web.AppRunner(worker.app, access_log=None)
     await runner.setup()

@@ -24,7 +24,7 @@ from .compat import add_compat_routes
 from .jobs import JobStore
 from .outputs import ComfyDirs
 from .runner import Runner
-from .service import JobService
+from .service import KEEP_JOBS, JobService
 
 # A job body may carry MAX_MEDIA_ITEMS files of MAX_MEDIA_BYTES each, base64-encoded.
 MAX_BODY = MAX_MEDIA_ITEMS * MAX_MEDIA_BYTES * 4 // 3 + 16 * 1024 * 1024
@@ -41,6 +41,7 @@ class WorkerConfig:
     blob_dir: Path | None = None
     allow_private_urls: bool = False
     max_media_bytes: int = MAX_MEDIA_BYTES
+    keep_jobs: int = KEEP_JOBS
 
 
 class Worker:
@@ -53,7 +54,8 @@ class Worker:
         self.blobs = BlobStore(config.blob_dir or state / "blobs")
         self.service = JobService(JobStore(state / "jobs"), self.blobs, self.http,
                                   allow_private_urls=config.allow_private_urls,
-                                  max_media_bytes=config.max_media_bytes)
+                                  max_media_bytes=config.max_media_bytes,
+                                  keep_jobs=config.keep_jobs)
         self.process = ComfyProcess(ComfyProcessConfig(
             install=config.install, base_dir=base, port=config.comfy_port,
             extra_args=config.comfy_args))

@@ -3,13 +3,17 @@
 Each job has a directory with `job.json` (rewritten atomically: temp file,
 fsync, rename) and `events.jsonl` (appended). A worker restart therefore loses
 no record; jobs that were queued or running at the time are marked failed with
-the reason, since the ComfyUI that held them is gone.
+the reason, since the ComfyUI that held them is gone. A finished job's log
+drops its preview frames (nobody replays them, and they are most of its
+size), and the oldest finished jobs are removed past a limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +24,7 @@ from ..protocol import (
     COMPLETED,
     FAILED,
     JOB_STATUS,
+    PREVIEW,
     QUEUED,
     RUNNING,
     TERMINAL_STATUSES,
@@ -145,6 +150,23 @@ class JobStore:
         if fh is not None:
             fh.close()
 
+    def compact(self, job: Job) -> None:
+        """Drop a finished job's preview frames, in memory and on disk."""
+        kept = [e for e in job.events if e.type != PREVIEW]
+        if len(kept) == len(job.events):
+            return
+        job.events = kept
+        path = self._dir(job.id) / "events.jsonl"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for event in kept:
+                fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+
+    def remove(self, job_id: str) -> None:
+        self.close_events(job_id)
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+
     def load_all(self) -> list[Job]:
         """Every stored job, oldest first; unfinished ones are marked failed."""
         jobs = []
@@ -171,6 +193,7 @@ class JobStore:
                 self.save(job)
                 self.append_event(job, event)
                 self.close_events(job.id)
+            job.events = [e for e in job.events if e.type != PREVIEW]
             jobs.append(job)
         jobs.sort(key=lambda j: j.created_at)
         return jobs

@@ -10,9 +10,9 @@ status and a webhook.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -45,11 +45,13 @@ from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
+KEEP_JOBS = 500
+
 
 class JobService:
     def __init__(self, store: JobStore, blobs: BlobStore, http: httpx.AsyncClient, *,
                  allow_private_urls: bool = False,
-                 max_media_bytes: int = MAX_MEDIA_BYTES) -> None:
+                 max_media_bytes: int = MAX_MEDIA_BYTES, keep_jobs: int = KEEP_JOBS) -> None:
         self.store = store
         self.blobs = blobs
         self.http = http
@@ -57,7 +59,9 @@ class JobService:
         self.max_media_bytes = max_media_bytes
         self.runner: Runner | None = None
         self.webhooks = WebhookSender(http, allow_private=allow_private_urls)
+        self.keep_jobs = keep_jobs
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
+        self._prune()
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
@@ -83,11 +87,15 @@ class JobService:
     async def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events with `seq > after`, live, ending after the terminal status."""
         job = self.get(job_id)
-        index = max(0, after)
+        last = after
         while True:
-            while index < len(job.events):
-                index += 1
-                yield job.events[index - 1]
+            # By seq, not position: a finished job's log is compacted under us.
+            start = bisect.bisect_right(job.events, last, key=lambda e: e.seq)
+            if start < len(job.events):
+                for event in job.events[start:]:
+                    last = event.seq
+                    yield event
+                continue
             if job.terminal:
                 return
             await self._news(job).wait()
@@ -120,8 +128,7 @@ class JobService:
                 url_prefix=f"/v1/jobs/{job_id}/outputs")
         except BaseException:
             self.jobs.pop(job_id, None)
-            self.store.close_events(job_id)
-            shutil.rmtree(self.store.root / job_id, ignore_errors=True)
+            self.store.remove(job_id)
             raise
         job.prompt_id = run.prompt_id
         self.store.save(job)
@@ -208,6 +215,18 @@ class JobService:
         self._emit(job, JOB_STATUS, payload)
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
+        self.store.compact(job)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond `keep_jobs`."""
+        finished = [j for j in self.jobs.values() if j.terminal]
+        if len(finished) <= self.keep_jobs:
+            return
+        finished.sort(key=lambda j: j.finished_at or j.created_at)
+        for job in finished[: len(finished) - self.keep_jobs]:
+            del self.jobs[job.id]
+            self.store.remove(job.id)
 
     def _news(self, job: Job) -> asyncio.Event:
         """Set at the job's next event; each event hands waiters a fresh one."""

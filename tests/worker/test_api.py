@@ -124,3 +124,36 @@ async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
                                                     "job.failed"]
     failed = next(r for r in received if r["event"] == "job.failed")
     assert failed["job"]["error"]["code"] == "execution_error"
+
+
+async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
+        tmp_path: Path) -> None:
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                             keep_jobs=2)
+        streams = []
+        for n in range(3):
+            job = Job(id=f"j{n}", status="running")
+            service.jobs[job.id] = job
+            service.store.save(job)
+            await service.event(job.id, "progress", {"value": 1, "max": 2})
+            for _ in range(3):
+                service._emit(job, "preview", {"image": "AAAA", "image_type": "image/png"})
+            await service.event(job.id, "progress", {"value": 2, "max": 2})
+            stream = service.stream(job.id)
+            assert (await anext(stream)).seq == 1  # a live reader, mid-log
+            streams.append(stream)
+            await service.finished(job.id, Outcome("completed"))
+        # A live reader goes on by seq across the compaction: nothing lost, nothing twice.
+        assert [e.seq async for e in streams[2]] == [2, 3, 4, 5, 6]
+        late = [(e.seq, e.type) async for e in service.stream("j2")]
+        assert late == [(1, "progress"), (5, "progress"), (6, "job_status")]
+        assert sorted(service.jobs) == ["j1", "j2"]
+        assert not (tmp_path / "jobs" / "j0").exists()
+        log = (tmp_path / "jobs" / "j2" / "events.jsonl").read_text().splitlines()
+        assert [json.loads(line)["type"] for line in log] == ["progress", "progress",
+                                                              "job_status"]
+        again = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                           keep_jobs=1)
+        assert sorted(again.jobs) == ["j2"]
+        await service.close()
