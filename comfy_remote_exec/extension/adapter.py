@@ -24,6 +24,7 @@ from protocol import BinaryEventTypes
 
 from ..config import state_dir
 from ..fsutil import confined
+from ..logsafe import hide_url_queries
 from .core import RemoteExec
 from .host import DEFAULT_USER
 from .intercept import make_middleware
@@ -122,6 +123,7 @@ def install() -> RemoteExec:
     if installed is not None:  # loaded twice (e.g. cloned and launched): one set of hooks
         log.warning("comfy-remote-exec is loaded twice; keeping the first copy")
         return installed
+    hide_url_queries()
     host = ComfyHost(prompt_server)
     core = RemoteExec(host, state_dir())
     prompt_server.remote_exec = core

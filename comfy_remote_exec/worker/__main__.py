@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..discovery import ComfyUINotFound, find_comfyui
+from ..logsafe import hide_url_queries
 from .app import Worker, WorkerConfig, token_from_env
 from .service import KEEP_JOBS
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_url_queries()
     try:
         asyncio.run(serve(args))
     except ComfyUINotFound as exc:

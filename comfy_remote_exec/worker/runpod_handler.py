@@ -33,6 +33,7 @@ from PIL import Image
 from ..backends.http import HttpBackend
 from ..discovery import find_comfyui
 from ..errors import RemoteExecError
+from ..logsafe import hide_url_queries
 from ..protocol import JOB_STATUS, PREVIEW, Event, JobSpec
 from .outputs import ComfyDirs
 from .spawn import echo, start_worker, stop_worker, worker_command
@@ -251,6 +252,7 @@ class RunpodHandler:
 
 def main() -> None:  # pragma: no cover - exercised by the emulator tests in a subprocess
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    hide_url_queries()
     install = find_comfyui(python=os.environ.get("COMFYUI_PYTHON") or None)
     base = Path(os.environ.get("REMOTE_EXEC_BASE_DIR", "/comfyui-base"))
     token = secrets.token_urlsafe(24)

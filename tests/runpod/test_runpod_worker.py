@@ -176,8 +176,19 @@ async def test_run_button_on_runpod(launched_runpod: Launched) -> None:
             [node] = [n for n in history["outputs"] if history["outputs"][n].get("images")]
             [image] = history["outputs"][node]["images"]
             assert (launched_runpod.local / "output" / image["filename"]).is_file()
+        # Too big to travel inline: it comes through a presigned bucket URL,
+        # which must not show in the local log.
+        flow = workflow("invert")
+        flow["5"] = {"class_type": "RemoteExecTestFile",
+                     "inputs": {"name": "big.bin", "subfolder": "files", "size": 3_000_000}}
+        prompt_id, messages = await client.run(flow, timeout=120)
+        assert "execution_success" in [m.type for m in messages]
+        assert (launched_runpod.local / "output" / "files" / "big.bin").stat().st_size \
+            == 3_000_000
         status = await client.get("/remote_exec/health")
         assert status["ok"] and status["remote"]["status"] == "warm"
+    fetched = [line for line in launched_runpod.local_lines() if "/big.bin" in line]
+    assert fetched and not [line for line in fetched if "Signature" in line], fetched
 
 
 async def test_cancel_from_the_ui_on_runpod(launched_runpod: Launched,
