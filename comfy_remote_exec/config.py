@@ -56,7 +56,7 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.yaml"
 
 
-_secrets_cache: dict[Path, tuple[float, dict[str, Any]]] = {}
+_secrets_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
 
 
 def load_secrets(path: Path) -> dict[str, Any]:
@@ -68,12 +68,12 @@ def load_secrets(path: Path) -> dict[str, Any]:
         st = path.stat()
     except OSError:
         return {}
+    stamp = (st.st_mtime_ns, st.st_size)
     cached = _secrets_cache.get(path)
-    if cached is not None and cached[0] == st.st_mtime and not stat.S_IMODE(
-            st.st_mode) & 0o077:
+    if cached is not None and cached[0] == stamp and not stat.S_IMODE(st.st_mode) & 0o077:
         return cached[1]
     data = _read_secrets(path)
-    _secrets_cache[path] = (st.st_mtime, data)
+    _secrets_cache[path] = (stamp, data)
     return data
 
 
@@ -133,8 +133,7 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
     backend = str(settings.get(SETTING_BACKEND) or env.get("REMOTE_EXEC_BACKEND") or "local")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    raw_section = secrets.get(backend)
-    section: Mapping[str, Any] = raw_section if isinstance(raw_section, dict) else {}
+    section = _section(secrets, backend)
     if backend == "local":  # the launcher's own worker; the URL setting is for remote ones
         url = env.get("REMOTE_EXEC_URL") or None
     else:
@@ -146,8 +145,18 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
         parallel = 1
     if backend == "runpod":  # the "URL" is the endpoint id (or its full /v2/<id> URL)
         url = url or section.get("endpoint_id") or None
-        token = env.get("RUNPOD_API_KEY") or section.get("api_key") or None
-    else:
-        token = env.get("REMOTE_EXEC_TOKEN") or section.get("token") or None
     return RemoteConfig(enabled=_truthy(enabled), backend=backend, url=url,
-                        parallel=max(1, min(parallel, 64)), token=token)
+                        parallel=max(1, min(parallel, 64)),
+                        token=token_for(backend, env, secrets))
+
+
+def _section(secrets: Mapping[str, Any], backend: str) -> Mapping[str, Any]:
+    raw = secrets.get(backend)
+    return raw if isinstance(raw, dict) else {}
+
+
+def token_for(backend: str, env: Mapping[str, str], secrets: Mapping[str, Any]) -> str | None:
+    """The credential of `backend`: its env var, else its section of the secrets file."""
+    if backend == "runpod":
+        return env.get("RUNPOD_API_KEY") or _section(secrets, "runpod").get("api_key") or None
+    return env.get("REMOTE_EXEC_TOKEN") or _section(secrets, backend).get("token") or None

@@ -23,7 +23,14 @@ from ..backends.base import Backend
 from ..backends.http import HttpBackend
 from ..backends.local import LocalBackend
 from ..backends.runpod import DEFAULT_API, RunpodBackend
-from ..config import ConfigError, RemoteConfig, config_path, load_secrets, resolve
+from ..config import (
+    ConfigError,
+    RemoteConfig,
+    config_path,
+    load_secrets,
+    resolve,
+    token_for,
+)
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
@@ -58,7 +65,7 @@ class RemoteExec:
         self.state = state
         self.env = dict(os.environ if env is None else env)
         self.journal = Journal(state / "journal")
-        self.backends: dict[tuple[str, str | None], Backend] = {}
+        self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
                                      lambda: self.config().parallel, self._output_landed)
 
@@ -73,13 +80,18 @@ class RemoteExec:
         return self.backend(job.backend, job.url)
 
     def backend(self, name: str, url: str | None) -> Backend:
-        """One backend per (kind, endpoint), made on first use."""
-        if (name, url) not in self.backends:
-            self.backends[(name, url)] = self._make_backend(name, url)
-        return self.backends[(name, url)]
+        """One backend per (kind, endpoint, credential), made on first use.
 
-    def _make_backend(self, name: str, url: str | None) -> Backend:
-        token = self.config().token
+        The credential is read on every call, so a key fixed in the secrets
+        file serves the next Run without a restart.
+        """
+        token = token_for(name, self.env, load_secrets(config_path(self.env)))
+        key = (name, url, token)
+        if key not in self.backends:
+            self.backends[key] = self._make_backend(name, url, token)
+        return self.backends[key]
+
+    def _make_backend(self, name: str, url: str | None, token: str | None) -> Backend:
         if name == "local":
             return LocalBackend(url=url, comfyui=self.host.comfyui_root,
                                 worker_dir=self.state / "worker", token=token)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from comfy_remote_exec.config import write_secrets
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import free_port
 
-from ..conftest import WorkerHandle
+from ..conftest import TOKEN, WorkerHandle
 from ..helpers import workflow
 from .conftest import connected, local_comfy
 from .test_restart import http_env
@@ -40,3 +41,22 @@ async def test_bad_token_and_dead_remote(comfy_install: ComfyInstall, worker: Wo
         await local.stop()
     assert not list((tmp_path / "output").glob("*"))
     assert not [line for line in local.log_tail if "not-the-token" in line]
+
+
+async def test_a_token_fixed_in_the_secrets_file_serves_the_next_run(
+        comfy_install: ComfyInstall, worker: WorkerHandle, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets" / "config.yaml"
+    write_secrets(secrets, {"http": {"token": "a-typo"}})
+    env = {**http_env(worker), "REMOTE_EXEC_TOKEN": "", "REMOTE_EXEC_CONFIG": str(secrets)}
+    local = local_comfy(comfy_install, tmp_path, env)
+    await local.start()
+    try:
+        async with connected(local.url) as client:
+            _, messages = await client.run(workflow("invert"))
+            errors = [m.data for m in messages if m.type == "execution_error"]
+            assert errors and "bearer token" in errors[0]["exception_message"]
+            write_secrets(secrets, {"http": {"token": TOKEN}})
+            _, messages = await client.run(workflow("invert"))
+            assert "execution_success" in [m.type for m in messages]
+    finally:
+        await local.stop()

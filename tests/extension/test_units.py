@@ -16,6 +16,7 @@ from comfy_remote_exec.config import (
     load_secrets,
     resolve,
     state_dir,
+    token_for,
     write_secrets,
 )
 from comfy_remote_exec.errors import RemoteExecError
@@ -56,6 +57,17 @@ def test_secrets_file_must_be_private(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         load_secrets(path)
+
+
+def test_each_backend_has_its_own_credential(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_secrets(path, {"http": {"token": "h"}, "runpod": {"api_key": "r"}})
+    secrets = load_secrets(path)
+    assert (token_for("http", {}, secrets), token_for("runpod", {}, secrets)) == ("h", "r")
+    assert token_for("runpod", {"RUNPOD_API_KEY": "env"}, secrets) == "env"
+    assert token_for("modal", {}, secrets) is None
+    write_secrets(path, {"http": {"token": "fixed"}})  # re-read at once, no restart
+    assert token_for("http", {}, load_secrets(path)) == "fixed"
 
 
 def test_paths_follow_env(tmp_path: Path) -> None:
