@@ -188,13 +188,9 @@ class JobRun:
     # -- endings ----------------------------------------------------------------------
 
     def _interrupted(self) -> None:
-        data = {"prompt_id": self.job.prompt_id, "node_id": "", "node_type": "",
-                "executed": self.executed_nodes, "timestamp": 0}
-        self.messages.append(["execution_interrupted", data])
-        self.job.status = CANCELLED
-        self._write_history(False)
-        self.host.send("execution_interrupted", data, self.job.client_id)
-        self._end()
+        self._conclude("execution_interrupted", {
+            "prompt_id": self.job.prompt_id, "node_id": "", "node_type": "",
+            "executed": self.executed_nodes, "timestamp": 0})
 
     def _fail(self, error: dict[str, Any]) -> None:
         """End the job locally with an error the frontend shows."""
@@ -211,11 +207,15 @@ class JobRun:
             start = {"prompt_id": self.job.prompt_id, "timestamp": 0}
             self.messages.append(["execution_start", start])
             self.host.send("execution_start", start, self.job.client_id)
-        data = error_message(self.job.prompt_id, error, self.executed_nodes)
-        self.messages.append(["execution_error", data])
-        self.job.status = FAILED
+        self._conclude("execution_error",
+                       error_message(self.job.prompt_id, error, self.executed_nodes))
+
+    def _conclude(self, kind: str, data: dict[str, Any]) -> None:
+        """An ending the remote never sent: into history, to the client, then the end."""
+        self.messages.append([kind, data])
+        self.job.status = ENDINGS[kind]
         self._write_history(False)
-        self.host.send("execution_error", data, self.job.client_id)
+        self.host.send(kind, data, self.job.client_id)
         self._end()
 
     def _notify_error(self, error: dict[str, Any]) -> None:
