@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+CHUNK = 1024 * 1024
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -30,3 +33,12 @@ def confined(root: Path, rel: str) -> Path:
     if not path.is_relative_to(base):
         raise ValueError(f"{rel!r} escapes {root}")
     return path
+
+
+def file_sha256(path: Path) -> hashlib._Hash:
+    """The sha256 of a file, read in 1 MiB chunks (the hasher, so a caller can go on)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest

@@ -25,9 +25,8 @@ from typing import IO, Protocol
 import httpx
 
 from .errors import RemoteExecError
+from .fsutil import file_sha256
 from .stack import Model, Stack
-
-CHUNK = 1024 * 1024
 
 
 class DownloadError(RemoteExecError):
@@ -126,7 +125,7 @@ def _in_place(model: Model, path: Path, verify: bool) -> bool:
     if model.size is not None and path.stat().st_size != model.size:
         return False
     if verify and model.sha256:
-        return _hash_file(path).hexdigest() == model.sha256
+        return file_sha256(path).hexdigest() == model.sha256
     return True
 
 
@@ -137,7 +136,7 @@ def _fetch(model: Model, part: Path, client: httpx.Client,
     if model.size is not None and offset > model.size:
         part.unlink()
         offset = 0
-    hasher = _hash_file(part) if model.sha256 and offset else (
+    hasher = file_sha256(part) if model.sha256 and offset else (
         hashlib.sha256() if model.sha256 else None)
     if model.size is not None and offset == model.size:
         return hasher, 0
@@ -216,14 +215,6 @@ def _range_total(value: str | None) -> int | None:
         return int((value or "").rsplit("/", 1)[1])
     except (IndexError, ValueError):
         return None
-
-
-def _hash_file(path: Path) -> hashlib._Hash:
-    hasher = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return hasher
 
 
 class TextBar:

@@ -18,8 +18,8 @@ import httpx
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import Event, JobSpec, OutputFile
+from .streams import copy_body, file_chunks
 
-CHUNK = 1024 * 1024
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -72,13 +72,9 @@ class HttpBackend:
         return list(resp.json()["missing"])
 
     async def upload_blob(self, sha256: str, path: Path) -> None:
-        async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, CHUNK):
-                    yield chunk
-
         await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
-                         content=body(), headers={"Content-Type": "application/octet-stream"})
+                         content=file_chunks(path),
+                         headers={"Content-Type": "application/octet-stream"})
 
     async def submit(self, spec: JobSpec) -> str:
         resp = await self._call("POST", "/v1/jobs", "submitting the job", json=spec.to_dict())
@@ -129,8 +125,7 @@ class HttpBackend:
                 if not resp.is_success:
                     await resp.aread()
                     _raise_for(resp, f"downloading {output.filename}")
-                async for chunk in resp.aiter_bytes(CHUNK):
-                    await asyncio.to_thread(dest.write, chunk)
+                await copy_body(resp, dest)
         except httpx.HTTPError as exc:
             raise RemoteUnavailable(f"downloading {output.filename} failed: {exc}",
                                     code="worker_unreachable", job_id=job_id) from exc

@@ -25,13 +25,13 @@ import httpx
 
 from ..errors import NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import JOB_STATUS, Event, JobSpec, OutputFile
+from .streams import copy_body, file_chunks
 
 DEFAULT_API = "https://api.runpod.ai/v2"
 INLINE_INPUT_LIMIT = 6 * 1024 * 1024  # /run accepts 10 MB of JSON; base64 adds a third
 POLL_MIN, POLL_MAX = 0.1, 2.0
 RETRIES = 5
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
-CHUNK = 1024 * 1024
 
 
 def endpoint_base(endpoint: str, api_base: str = DEFAULT_API) -> str:
@@ -101,7 +101,8 @@ class RunpodBackend:
         return list(hashes)
 
     async def upload_blob(self, sha256: str, path: Path) -> None:
-        if path.stat().st_size <= INLINE_INPUT_LIMIT:
+        size = path.stat().st_size
+        if size <= INLINE_INPUT_LIMIT:
             self._inline[sha256] = path
             return
         answer = await self._run_op({"op": "blobs", "sha256": [sha256]})
@@ -113,13 +114,8 @@ class RunpodBackend:
                                   "endpoint has no bucket (BUCKET_ENDPOINT_URL) for uploads",
                                   code="input_too_large")
 
-        async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as fh:
-                while chunk := await asyncio.to_thread(fh.read, CHUNK):
-                    yield chunk
-
-        resp = await self.client.put(url, content=body(),
-                                     headers={"Content-Length": str(path.stat().st_size)})
+        resp = await self.client.put(url, content=file_chunks(path),
+                                     headers={"Content-Length": str(size)})
         if not resp.is_success:
             raise RemoteUnavailable(f"uploading {path.name} failed: HTTP {resp.status_code}")
 
@@ -235,8 +231,7 @@ class RunpodBackend:
                 if not resp.is_success:
                     raise RemoteUnavailable(f"downloading {output.filename} from the bucket "
                                             f"failed: HTTP {resp.status_code}")
-                async for chunk in resp.aiter_bytes(CHUNK):
-                    await asyncio.to_thread(dest.write, chunk)
+                await copy_body(resp, dest)
         elif "parts" in file:
             parts = self._parts.get(output.sha256, {})
             if len(parts) != int(file["parts"]):

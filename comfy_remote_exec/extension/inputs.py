@@ -11,17 +11,14 @@ input is read once, not per run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
-from ..fsutil import confined
+from ..fsutil import confined, file_sha256
 from ..protocol import media_name, safe_relpath, split_annotation
-
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -56,13 +53,9 @@ class InputHasher:
         st = path.stat()
         key = (str(path), st.st_size, st.st_mtime_ns)
         if key not in self._cache:
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    digest.update(chunk)
             if len(self._cache) > 4096:
                 self._cache.clear()
-            self._cache[key] = digest.hexdigest()
+            self._cache[key] = file_sha256(path).hexdigest()
         return self._cache[key], st.st_size
 
     def collect(self, prompt: dict[str, Any], roots: dict[str, Path]) -> list[LocalInput]:

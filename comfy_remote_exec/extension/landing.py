@@ -16,17 +16,17 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..backends.base import Backend
 from ..errors import RemoteExecError
-from ..fsutil import confined
+from ..fsutil import CHUNK, confined, file_sha256
 from ..protocol import OutputFile
 
 COUNTER = re.compile(r"^(?P<prefix>.*)_(?P<n>\d{5,})_(?P<ext>\.[^.]*)?$")
-CHUNK = 1024 * 1024
 
 
 class HashingWriter:
@@ -44,11 +44,7 @@ class HashingWriter:
 def _same_file(path: Path, sha256: str, size: int) -> bool:
     if not path.is_file() or path.stat().st_size != size:
         return False
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest() == sha256
+    return file_sha256(path).hexdigest() == sha256
 
 
 def _family(filename: str) -> tuple[str, str]:
@@ -99,7 +95,7 @@ class Lander:
         """Download `out` and return its local UI entry `{filename, subfolder, type}`."""
         root = self.root(out.type)
         try:
-            folder = confined(root, out.subfolder) if out.subfolder else root.resolve()
+            folder = confined(root, out.subfolder)
         except ValueError:
             raise RemoteExecError(f"output subfolder {out.subfolder!r} escapes {root}",
                                   code="unsafe_name") from None
@@ -135,8 +131,7 @@ class Lander:
                 # No hard links here (some filesystems): exclusive create instead.
                 with contextlib.suppress(FileExistsError):
                     with dest.open("xb") as fh, part.open("rb") as src:
-                        while chunk := src.read(CHUNK):
-                            fh.write(chunk)
+                        shutil.copyfileobj(src, fh, CHUNK)
                     return name
         raise RemoteExecError(f"no free name for {out.filename} in {folder}",
                               code="output_name_exhausted")

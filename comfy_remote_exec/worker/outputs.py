@@ -10,17 +10,14 @@ inside ComfyUI's output, temp or input folder.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
-from ..fsutil import confined
+from ..fsutil import confined, file_sha256
 from ..protocol import OutputFile, safe_relpath
 from .media import kind_of
-
-CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,14 +55,6 @@ class ComfyDirs:
                              code="unsafe_name") from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_entries(ui: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
     """`(key, index, entry)` for every file-like entry of a node's UI output."""
     found = []
@@ -93,7 +82,7 @@ def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],
         files.append(OutputFile(
             node_id=node_id, key=key, index=index, filename=rel.name,
             subfolder="" if sub == "." else sub, type=type_name, kind=kind_of(rel.name),
-            size=path.stat().st_size, sha256=sha256_file(path),
+            size=path.stat().st_size, sha256=file_sha256(path).hexdigest(),
             url=f"{url_prefix}/{type_name}/{rel.as_posix()}" if url_prefix else "",
         ))
     return files
