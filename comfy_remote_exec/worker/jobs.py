@@ -3,16 +3,16 @@
 Each job has a directory with `job.json` (rewritten atomically: temp file,
 fsync, rename) and `events.jsonl` (appended). A worker restart therefore loses
 no record; jobs that were queued or running at the time are marked failed with
-the reason, since the ComfyUI that held them is gone. A finished job's log
-drops its preview frames (nobody replays them, and they are most of its
-size), and the oldest finished jobs are removed past a limit.
+the reason, since the ComfyUI that held them is gone. Preview frames never
+reach the file (nobody replays them, and they are most of a log's size); a
+finished job drops them from memory too, and the oldest finished jobs are
+removed past a limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -137,7 +137,12 @@ class JobStore:
         atomic_write_json(folder / "job.json", job.record())
 
     def append_event(self, job: Job, event: Event) -> None:
-        """Append to the job's event log (kept open until `close_events`)."""
+        """Append to the job's event log (kept open until `close_events`).
+
+        Preview frames stay in memory only: no reader of the file wants them.
+        """
+        if event.type == PREVIEW:
+            return
         fh = self._logs.get(job.id)
         if fh is None:
             fh = self._logs[job.id] = (self._dir(job.id) / "events.jsonl").open(
@@ -149,19 +154,6 @@ class JobStore:
         fh = self._logs.pop(job_id, None)
         if fh is not None:
             fh.close()
-
-    def compact(self, job: Job) -> None:
-        """Drop a finished job's preview frames, in memory and on disk."""
-        kept = [e for e in job.events if e.type != PREVIEW]
-        if len(kept) == len(job.events):
-            return
-        job.events = kept
-        path = self._dir(job.id) / "events.jsonl"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for event in kept:
-                fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
 
     def remove(self, job_id: str) -> None:
         self.close_events(job_id)
@@ -187,13 +179,13 @@ class JobStore:
                 job.status, job.finished_at = FAILED, time.time()
                 job.error = {"code": "worker_restarted", "retryable": True,
                              "message": f"the worker restarted while this job was {was}"}
-                event = Event(len(job.events) + 1, JOB_STATUS,
+                last = job.events[-1].seq if job.events else 0  # previews left gaps
+                event = Event(last + 1, JOB_STATUS,
                               {"status": FAILED, "error": job.error}, time.time())
                 job.events.append(event)
                 self.save(job)
                 self.append_event(job, event)
                 self.close_events(job.id)
-            job.events = [e for e in job.events if e.type != PREVIEW]
             jobs.append(job)
         jobs.sort(key=lambda j: j.created_at)
         return jobs

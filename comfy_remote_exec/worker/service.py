@@ -27,6 +27,7 @@ from ..protocol import (
     JOB_STATUS,
     JOB_STATUSES,
     MAX_MEDIA_BYTES,
+    PREVIEW,
     QUEUED,
     RUNNING,
     Event,
@@ -215,7 +216,7 @@ class JobService:
         self._emit(job, JOB_STATUS, payload)
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
-        self.store.compact(job)
+        job.events = [e for e in job.events if e.type != PREVIEW]
         self._prune()
 
     def _prune(self) -> None:

@@ -11,6 +11,7 @@ so clients never hold bucket credentials.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,7 +48,10 @@ class S3Storage:
                    secret_key=env.get("BUCKET_SECRET_ACCESS_KEY", ""),
                    region=env.get("BUCKET_REGION", "us-east-1"))
 
+    @functools.cached_property
     def _client(self) -> Any:
+        """One client (and its connection pool) for the storage's life; boto3's are
+        thread-safe."""
         import boto3  # heavy import, only where storage is configured
         from botocore.config import Config
 
@@ -57,10 +61,8 @@ class S3Storage:
                                           s3={"addressing_style": "path"}))
 
     def _put(self, key: str, path: Path) -> str:
-        client = self._client()
-        client.upload_file(str(path), self.bucket, key)
-        return str(client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expiry))
+        self._client.upload_file(str(path), self.bucket, key)
+        return self._presign("get_object", key)
 
     async def put_file(self, key: str, path: Path) -> str:
         """Upload `path` as `key`; returns a presigned GET URL."""
@@ -70,7 +72,7 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            self._client().head_object(Bucket=self.bucket, Key=key)
+            self._client.head_object(Bucket=self.bucket, Key=key)
             return True
         except ClientError:
             return False
@@ -79,7 +81,7 @@ class S3Storage:
         return await asyncio.to_thread(self._exists, key)
 
     def _presign(self, method: str, key: str) -> str:
-        return str(self._client().generate_presigned_url(
+        return str(self._client.generate_presigned_url(
             method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expiry))
 
     async def upload_url(self, key: str) -> str:
