@@ -23,13 +23,10 @@ from typing import Any
 import platformdirs
 import yaml
 
-from .envvars import ENV_DOC
+from .envvars import BACKENDS
 from .errors import RemoteExecError
 
-__all__ = ["ENV_DOC", "RemoteConfig", "resolve"]
-
 APP = "comfy-remote-exec"
-BACKENDS = ("local", "http", "runpod", "modal")
 SETTING_ENABLED = "RemoteExec.Enabled"
 SETTING_BACKEND = "RemoteExec.Backend"
 SETTING_URL = "RemoteExec.EndpointURL"
@@ -56,31 +53,31 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_config_dir(APP)) / "config.yaml"
 
 
-_secrets_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+_secrets_cache: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 
 def load_secrets(path: Path) -> dict[str, Any]:
     """The secrets file, refused if others can read it (like ssh does with keys).
 
-    Re-read only when its mtime changes: it is consulted on every Run.
+    Re-read only when it changes (a chmod too): it is consulted on every Run.
     """
     try:
         st = path.stat()
     except OSError:
         return {}
-    stamp = (st.st_mtime_ns, st.st_size)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_mode)
     cached = _secrets_cache.get(path)
-    if cached is not None and cached[0] == stamp and not stat.S_IMODE(st.st_mode) & 0o077:
+    if cached is not None and cached[0] == stamp:
         return cached[1]
-    data = _read_secrets(path)
+    data = _read_secrets(path, st)
     _secrets_cache[path] = (stamp, data)
     return data
 
 
-def _read_secrets(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+def _read_secrets(path: Path, st: os.stat_result) -> dict[str, Any]:
+    if not stat.S_ISREG(st.st_mode):
         return {}
-    mode = stat.S_IMODE(path.stat().st_mode)
+    mode = stat.S_IMODE(st.st_mode)
     if os.name == "posix" and mode & 0o077:
         raise ConfigError(f"{path} is readable by others (mode {mode:o}); "
                           f"run: chmod 600 {path}", code="config_insecure")
@@ -91,15 +88,6 @@ def _read_secrets(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping")
     return data
-
-
-def write_secrets(path: Path, data: dict[str, Any]) -> None:
-    """Write the secrets file with mode 0600 from the start (never briefly readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(data, fh)
-    os.chmod(path, 0o600)
 
 
 def _truthy(value: object) -> bool:

@@ -4,6 +4,8 @@ Standard library only, so the launcher's `--help` can list them before any
 dependency is installed.
 """
 
+BACKENDS = ("local", "http", "runpod", "modal")
+
 ENV_DOC = {
     "REMOTE_EXEC_ENABLED": "default for remote mode (1/0) while the setting was never changed",
     "REMOTE_EXEC_BACKEND": "default backend: local, http, runpod or modal",

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui  # noqa: E402
-from comfy_remote_exec.envvars import ENV_DOC  # noqa: E402
+from comfy_remote_exec.envvars import BACKENDS, ENV_DOC  # noqa: E402
 from comfy_remote_exec.worker.spawn import (  # noqa: E402
     WorkerStartError,
     echo,
@@ -34,7 +34,6 @@ from comfy_remote_exec.worker.spawn import (  # noqa: E402
     worker_command,
 )
 
-BACKENDS = ("local", "http", "runpod", "modal")
 REQUIRED_IMPORTS = "import aiohttp, httpx, yaml, platformdirs, PIL"
 # ComfyUI options that belong to the local ComfyUI only, never to a local worker.
 LOCAL_ONLY = {"--base-directory", "--port", "--listen", "--output-directory",

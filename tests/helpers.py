@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import random
 import struct
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -92,3 +94,12 @@ async def eventually(probe: Callable[[], Any], what: str, timeout: float = 15.0)
             raise TimeoutError(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.05)
     return value
+
+
+def write_secrets(path: Path, data: dict[str, Any]) -> None:
+    """Write the secrets file with mode 0600 from the start (never briefly readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(data, fh)
+    os.chmod(path, 0o600)

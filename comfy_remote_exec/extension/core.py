@@ -64,6 +64,7 @@ class RemoteExec:
         self.host = host
         self.state = state
         self.env = dict(os.environ if env is None else env)
+        self.secrets_path = config_path(self.env)
         self.journal = Journal(state / "journal")
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
@@ -73,19 +74,20 @@ class RemoteExec:
 
     def config(self, user: str = DEFAULT_USER) -> RemoteConfig:
         """Settings (the user's own in multi-user mode) over env over defaults."""
-        secrets = load_secrets(config_path(self.env))
-        return resolve(self.host.settings(user), self.env, secrets)
+        return resolve(self.host.settings(user), self.env, load_secrets(self.secrets_path))
 
     def backend_for(self, job: RemoteJob) -> Backend:
-        return self.backend(job.backend, job.url)
+        """The job's backend, with the credential its kind has now (the job may have
+        picked another backend than the default, or waited for a restart)."""
+        token = token_for(job.backend, self.env, load_secrets(self.secrets_path))
+        return self.backend(job.backend, job.url, token)
 
-    def backend(self, name: str, url: str | None) -> Backend:
+    def backend(self, name: str, url: str | None, token: str | None) -> Backend:
         """One backend per (kind, endpoint, credential), made on first use.
 
-        The credential is read on every call, so a key fixed in the secrets
+        Callers pass the credential read just now, so a key fixed in the secrets
         file serves the next Run without a restart.
         """
-        token = token_for(name, self.env, load_secrets(config_path(self.env)))
         key = (name, url, token)
         if key not in self.backends:
             self.backends[key] = self._make_backend(name, url, token)

@@ -172,8 +172,7 @@ class JobRun:
         if status not in TERMINAL_STATUSES:
             return
         if status == COMPLETED:
-            if not self.history_written:
-                self._write_history(True)
+            self._write_history(True)
         elif status == CANCELLED:
             if not self.history_written:
                 self._interrupted()

@@ -63,10 +63,11 @@ def numbered(folder: Path, filename: str) -> list[str]:
     return sorted(name for name in os.listdir(folder) if pattern.match(name))
 
 
-def candidate_names(folder: Path, filename: str) -> list[str]:
-    """The remote's name first, then fresh counter names after the highest in use."""
+def candidate_names(filename: str, taken: list[str]) -> list[str]:
+    """The remote's name first, then fresh counter names after the highest `taken`
+    (the folder's `numbered` names)."""
     prefix, ext = _family(filename)
-    used = [int(name[len(prefix) + 1:].split("_", 1)[0]) for name in numbered(folder, filename)]
+    used = [int(name[len(prefix) + 1:].split("_", 1)[0]) for name in taken]
     start = max(used, default=0) + 1
     return [filename, *(f"{prefix}_{n:05}_{ext}" for n in range(start, start + 1000))]
 
@@ -117,10 +118,11 @@ class Lander:
                 "type": self.local_type(out.type)}
 
     def _place(self, part: Path, folder: Path, out: OutputFile) -> str:
-        for name in dict.fromkeys([out.filename, *numbered(folder, out.filename)]):
+        taken = numbered(folder, out.filename)
+        for name in dict.fromkeys([out.filename, *taken]):
             if _same_file(folder / name, out.sha256, out.size):
                 return name  # landed before (a resumed job): not twice
-        for name in candidate_names(folder, out.filename):
+        for name in candidate_names(out.filename, taken):
             dest = folder / name
             try:
                 os.link(part, dest)

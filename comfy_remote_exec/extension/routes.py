@@ -22,7 +22,7 @@ def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
     async def health(request: web.Request) -> web.Response:
         try:
             cfg = core.config(core.host.request_user(request))
-            backend = core.backend(cfg.backend, cfg.url)
+            backend = core.backend(cfg.backend, cfg.url, cfg.token)
             return web.json_response({"ok": True, "backend": cfg.backend,
                                       "remote": await backend.health()})
         except RemoteExecError as exc:

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from comfy_remote_exec.config import write_secrets
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import free_port
 
 from ..conftest import TOKEN, WorkerHandle
-from ..helpers import workflow
+from ..helpers import workflow, write_secrets
 from .conftest import connected, local_comfy
 from .test_restart import http_env
 

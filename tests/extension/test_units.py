@@ -17,14 +17,15 @@ from comfy_remote_exec.config import (
     resolve,
     state_dir,
     token_for,
-    write_secrets,
 )
 from comfy_remote_exec.errors import RemoteExecError
 from comfy_remote_exec.extension.core import remote_override
 from comfy_remote_exec.extension.inputs import InputHasher, referenced_files
-from comfy_remote_exec.extension.landing import Lander, candidate_names
+from comfy_remote_exec.extension.landing import Lander, candidate_names, numbered
 from comfy_remote_exec.extension.relay import comfy_message, legacy_preview, preview_parts
 from comfy_remote_exec.protocol import Event, OutputFile
+
+from ..helpers import write_secrets
 
 # -- config and secrets -----------------------------------------------------------------
 
@@ -89,9 +90,10 @@ def test_per_request_override() -> None:
 def test_candidate_names_follow_comfyui_counter(tmp_path: Path) -> None:
     for name in ("img_00001_.png", "img_00007_.png", "other_00009_.png"):
         (tmp_path / name).write_bytes(b"x")
-    names = candidate_names(tmp_path, "img_00001_.png")
+    names = candidate_names("img_00001_.png", numbered(tmp_path, "img_00001_.png"))
     assert names[:3] == ["img_00001_.png", "img_00008_.png", "img_00009_.png"]
-    assert candidate_names(tmp_path, "notes.txt")[:2] == ["notes.txt", "notes_00001_.txt"]
+    assert candidate_names("notes.txt", numbered(tmp_path, "notes.txt"))[:2] == [
+        "notes.txt", "notes_00001_.txt"]
 
 
 class BytesBackend:
