@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +33,7 @@ INLINE_INPUT_LIMIT = 6 * 1024 * 1024  # /run accepts 10 MB of JSON; base64 adds 
 POLL_MIN, POLL_MAX = 0.1, 2.0
 RETRIES = 5
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
+FOLLOWED_KEPT = 4  # jobs whose stream ended and whose outputs may still be downloaded
 
 
 def endpoint_base(endpoint: str, api_base: str = DEFAULT_API) -> str:
@@ -57,8 +59,11 @@ class RunpodBackend:
         self.policy = {"ttl": ttl_ms, "executionTimeout": execution_timeout_ms}
         self.retry_delay = retry_delay
         self._inline: dict[str, Path] = {}
-        self._files: dict[str, dict[str, Any]] = {}
-        self._parts: dict[str, dict[int, bytes]] = {}
+        # Per job: output descriptors and file parts by sha256, kept for `download`
+        # while the job's stream is followed and for the last few jobs after.
+        self._files: dict[str, dict[str, dict[str, Any]]] = {}
+        self._parts: dict[str, dict[str, dict[int, bytes]]] = {}
+        self._followed: deque[str] = deque()
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -148,12 +153,24 @@ class RunpodBackend:
         return str(job["id"])
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        try:
+            async for event in self._follow(job_id, after):
+                yield event
+        finally:
+            self._followed.append(job_id)
+            while len(self._followed) > FOLLOWED_KEPT:
+                old = self._followed.popleft()
+                if old not in self._followed:
+                    self._files.pop(old, None)
+                    self._parts.pop(old, None)
+
+    async def _follow(self, job_id: str, after: int) -> AsyncIterator[Event]:
         delay = POLL_MIN
         while True:
             answer = await self._call("GET", f"/stream/{job_id}", "following the job")
             got = False
             for item in answer.get("stream") or []:
-                for event in self._take(item.get("output")):
+                for event in self._take(job_id, item.get("output")):
                     got = True
                     if event.seq <= after:
                         continue
@@ -171,18 +188,19 @@ class RunpodBackend:
             delay = POLL_MIN if got or status == "IN_PROGRESS" else min(delay * 1.5, POLL_MAX)
             await asyncio.sleep(delay)
 
-    def _take(self, output: Any) -> list[Event]:
+    def _take(self, job_id: str, output: Any) -> list[Event]:
         """Events of one stream chunk; file parts are kept for `download`."""
         if not isinstance(output, dict):
             return []
         part = output.get("file_part")
         if isinstance(part, dict):
-            self._parts.setdefault(str(part["sha256"]), {})[int(part["index"])] = \
-                base64.b64decode(part["data"])
+            parts = self._parts.setdefault(job_id, {}).setdefault(str(part["sha256"]), {})
+            parts[int(part["index"])] = base64.b64decode(part["data"])
         events = [Event.parse(raw) for raw in output.get("events") or []]
+        files = self._files.setdefault(job_id, {})
         for event in events:
             for file in event.data.get("files") or [] if event.type == "executed" else []:
-                self._files[str(file.get("sha256"))] = file
+                files[str(file.get("sha256"))] = file
         return events
 
     async def _ending(self, job_id: str, after: int) -> AsyncIterator[Event]:
@@ -190,7 +208,7 @@ class RunpodBackend:
         status = await self._call("GET", f"/status/{job_id}", "reading the job's end")
         output = status.get("output")
         for item in output if isinstance(output, list) else []:
-            for event in self._take(item):
+            for event in self._take(job_id, item):
                 if event.seq > after:
                     after = event.seq
                     yield event
@@ -223,7 +241,7 @@ class RunpodBackend:
         await self._call("POST", f"/cancel/{job_id}", "cancelling the job")
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
-        file = self._files.get(output.sha256) or {}
+        file = self._files.get(job_id, {}).get(output.sha256) or {}
         if "data" in file:
             dest.write(base64.b64decode(file["data"]))
         elif "download_url" in file:
@@ -233,7 +251,7 @@ class RunpodBackend:
                                             f"failed: HTTP {resp.status_code}")
                 await copy_body(resp, dest)
         elif "parts" in file:
-            parts = self._parts.get(output.sha256, {})
+            parts = self._parts.get(job_id, {}).get(output.sha256, {})
             if len(parts) != int(file["parts"]):
                 raise RemoteUnavailable(f"{output.filename}: {len(parts)} of {file['parts']} "
                                         "parts arrived")

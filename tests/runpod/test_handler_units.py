@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from comfy_remote_exec.backends.http import HttpBackend
-from comfy_remote_exec.backends.runpod import RunpodBackend, endpoint_base
-from comfy_remote_exec.errors import NotFound, RemoteUnavailable
+from comfy_remote_exec.backends.runpod import FOLLOWED_KEPT, RunpodBackend, endpoint_base
+from comfy_remote_exec.errors import NotFound, RemoteExecError, RemoteUnavailable
 from comfy_remote_exec.protocol import JobSpec, OutputFile
 from comfy_remote_exec.worker.outputs import ComfyDirs
 from comfy_remote_exec.worker.runpod_handler import (
@@ -63,8 +63,8 @@ async def test_outputs_travel_inline_or_in_parts_without_a_bucket(tmp_path: Path
     # The client reassembles the parts into the file.
     client = RunpodBackend("ep", "key", api_base="http://127.0.0.1:9")
     for part in parts:
-        client._take({"file_part": part})
-    client._take({"events": [{"v": 1, "seq": 1, "type": "executed", "ts": 0,
+        client._take("job", {"file_part": part})
+    client._take("job", {"events": [{"v": 1, "seq": 1, "type": "executed", "ts": 0,
                               "data": {"node": "1", "files": [file]}}]})
     out = OutputFile(node_id="1", key="files", filename="big.bin", subfolder="",
                      type="output", kind="file", size=len(big), sha256=sha)
@@ -72,6 +72,36 @@ async def test_outputs_travel_inline_or_in_parts_without_a_bucket(tmp_path: Path
     await client.download("job", out, buf)
     assert buf.getvalue() == big
     await client.close()
+
+
+async def test_downloadable_outputs_are_kept_for_the_last_few_jobs_only() -> None:
+    def stream(request: httpx.Request) -> httpx.Response:
+        job = request.url.path.rsplit("/", 1)[1]
+        data = job.encode()
+        file = {"type": "output", "subfolder": "", "filename": f"{job}.txt",
+                "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "data": base64.b64encode(data).decode()}
+        events = [{"v": 1, "seq": 1, "type": "executed", "ts": 0,
+                   "data": {"node": "1", "files": [file]}},
+                  {"v": 1, "seq": 2, "type": "job_status", "ts": 0,
+                   "data": {"status": "completed"}}]
+        return httpx.Response(200, json={"status": "COMPLETED",
+                                         "stream": [{"output": {"events": events}}]})
+
+    client = RunpodBackend("ep", "key", api_base="http://runpod.test",
+                           client=httpx.AsyncClient(transport=httpx.MockTransport(stream)))
+    outputs = {}
+    for n in range(FOLLOWED_KEPT + 1):
+        job = f"job{n}"
+        [executed, _] = [e async for e in client.events(job)]
+        outputs[job] = OutputFile.parse(executed.data["files"][0])
+    for n in range(1, FOLLOWED_KEPT + 1):
+        buf = io.BytesIO()
+        await client.download(f"job{n}", outputs[f"job{n}"], buf)
+        assert buf.getvalue() == f"job{n}".encode()
+    with pytest.raises(RemoteExecError, match="no way to fetch"):
+        await client.download("job0", outputs["job0"], io.BytesIO())
+    await client.client.aclose()
 
 
 def test_endpoint_ids_and_urls() -> None:
