@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,8 +56,7 @@ class Counter:
 
 async def timed_run(client: LocalClient, flow: dict[str, Any]) -> float:
     began = time.perf_counter()
-    prompt_id = (await client.post(flow))["prompt_id"]
-    messages = await client.until_end(prompt_id, timeout=300)
+    _, messages = await client.run(flow, timeout=300)
     elapsed = time.perf_counter() - began
     if not any(m.type == "execution_success" for m in messages):
         raise RuntimeError(f"benchmark run failed: {[m.data for m in messages][-3:]}")
@@ -183,7 +183,7 @@ async def cold_start(install: ComfyInstall, root: Path, runs: int) -> dict[str, 
         await proc.stop()
         wbase = root / f"cold-worker-{i}"
         prepare_worker_base(wbase)
-        cmd = worker_command(python=__import__("sys").executable, comfyui=install.root,
+        cmd = worker_command(python=sys.executable, comfyui=install.root,
                              comfy_python=install.python, base_dir=wbase, comfy_args=["--cpu"])
         began = time.monotonic()
         wproc, _ = await asyncio.to_thread(start_worker, cmd)

@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +72,12 @@ class RunpodStack:
     emulator: RunpodEmulator
     workers: list[subprocess.Popen[str]]
     local: ComfyProcess
-    logs: list[Path] = field(default_factory=list)
 
     @classmethod
     async def start(cls, install: ComfyInstall, root: Path, count: int) -> RunpodStack:
         emulator = RunpodEmulator(endpoint="ep-bench")
         emulator.start()
-        procs, logs = [], []
+        procs = []
         for i in range(count):
             base = root / f"rp-worker-{i}"
             prepare_worker_base(base)
@@ -92,7 +90,6 @@ class RunpodStack:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "comfy_remote_exec.worker.runpod_handler"],
                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO))
-            logs.append(log)
         # Every worker is ready once it has asked for a job.
         deadline = time.monotonic() + 300
         while len(_takers(emulator)) < count:
@@ -100,23 +97,21 @@ class RunpodStack:
                 for proc in procs:
                     proc.kill()
                 emulator.stop()
-                raise RuntimeError("RunPod SDK workers did not all start; see "
-                                   f"{logs[0].parent}")
+                raise RuntimeError(f"RunPod SDK workers did not all start; see {root}")
             await asyncio.sleep(0.2)
         local = local_comfy(install, root / "rp-local", {
             "REMOTE_EXEC_BACKEND": "runpod", "REMOTE_EXEC_URL": emulator.endpoint,
             "RUNPOD_API_KEY": emulator.api_key, "RUNPOD_API_BASE": emulator.api_base,
             "REMOTE_EXEC_ENABLED": "1"})
         await local.start()
-        return cls(emulator=emulator, workers=procs, local=local, logs=logs)
+        return cls(emulator=emulator, workers=procs, local=local)
 
     async def stop(self) -> None:
         await self.local.stop()
         for proc in self.workers:
             proc.terminate()
-        for proc in self.workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(30)
+        for proc in self.workers:  # all told at once, then each waited for
+            stop_worker(proc)
         self.emulator.stop()
 
 

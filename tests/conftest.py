@@ -47,7 +47,6 @@ class WorkerHandle:
     base: Path
     proc: subprocess.Popen[str]
     client: httpx.Client
-    lines: list[str]
 
     def comfy_pid(self) -> int:
         """The pid of the worker's ComfyUI child."""
@@ -81,13 +80,11 @@ def start_worker(install: ComfyInstall, base: Path, *extra: str,
                          comfy_python=install.python, base_dir=base,
                          token_env="REMOTE_EXEC_TEST_TOKEN" if token else None,
                          extra=extra, comfy_args=["--cpu"])
-    lines: list[str] = []
     proc, url = start_worker_process(cmd, env={**os.environ,
-                                               "REMOTE_EXEC_TEST_TOKEN": token or ""},
-                                     sink=lines.append)
+                                               "REMOTE_EXEC_TEST_TOKEN": token or ""})
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = httpx.Client(base_url=url, headers=headers, timeout=30.0)
-    return WorkerHandle(url=url, base=base, proc=proc, client=client, lines=lines)
+    return WorkerHandle(url=url, base=base, proc=proc, client=client)
 
 
 def stop_worker(handle: WorkerHandle) -> None:

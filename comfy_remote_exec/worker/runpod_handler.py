@@ -225,8 +225,7 @@ class RunpodHandler:
 
     async def fetch_stored_inputs(self, spec: JobSpec) -> JobSpec:
         """Inputs referenced by hash that the worker lacks come from the bucket."""
-        wanted = [m.sha256 for m in spec.media if m.sha256]
-        missing = await self.backend.missing_blobs([h for h in wanted if h])
+        missing = await self.backend.missing_blobs([m.sha256 for m in spec.media if m.sha256])
         if missing and self.storage is not None:
             for item in spec.media:
                 if item.sha256 in missing and await self.storage.exists(f"blobs/{item.sha256}"):

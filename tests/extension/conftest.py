@@ -23,7 +23,7 @@ import pytest
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
-from ..conftest import prepare_worker_base
+from ..conftest import TOKEN, WorkerHandle, prepare_worker_base
 
 REPO = Path(__file__).resolve().parents[2]
 COMFY_READY = "To see the GUI go to:"
@@ -44,6 +44,12 @@ def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
                                                 **env}))
 
 
+def http_env(worker: WorkerHandle) -> dict[str, str]:
+    """The extension on the http backend, pointed at `worker`."""
+    return {"REMOTE_EXEC_BACKEND": "http", "REMOTE_EXEC_URL": worker.url,
+            "REMOTE_EXEC_TOKEN": TOKEN, "REMOTE_EXEC_ENABLED": "1"}
+
+
 @dataclass
 class Launched:
     """A launcher process: local ComfyUI at `url` with the extension, plus its worker."""
@@ -52,7 +58,6 @@ class Launched:
     proc: subprocess.Popen[str]
     local: Path
     worker: Path
-    state: Path
     lines: list[str] = field(default_factory=list)
 
     def local_lines(self) -> list[str]:
@@ -72,8 +77,7 @@ def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "REMOTE_EXEC_STATE_DIR": str(state),
                                  **(env or {})}, start_new_session=True)
-    handle = Launched(url=f"http://127.0.0.1:{port}", proc=proc, local=local, worker=worker,
-                      state=state)
+    handle = Launched(url=f"http://127.0.0.1:{port}", proc=proc, local=local, worker=worker)
     ready: queue.Queue[bool] = queue.Queue()
 
     def pump() -> None:

@@ -11,8 +11,7 @@ from comfy_remote_exec.worker.comfy_process import free_port
 
 from ..conftest import TOKEN, WorkerHandle
 from ..helpers import workflow, write_secrets
-from .conftest import connected, local_comfy
-from .test_restart import http_env
+from .conftest import connected, http_env, local_comfy
 
 pytestmark = pytest.mark.comfyui
 

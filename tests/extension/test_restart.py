@@ -11,17 +11,11 @@ import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
 
-from ..conftest import TOKEN, WorkerHandle
+from ..conftest import WorkerHandle
 from ..helpers import workflow
-from .conftest import Message, connected, local_comfy
+from .conftest import Message, connected, http_env, local_comfy
 
 pytestmark = pytest.mark.comfyui
-
-
-def http_env(worker: WorkerHandle) -> dict[str, str]:
-    """The extension on the http backend, pointed at `worker`."""
-    return {"REMOTE_EXEC_BACKEND": "http", "REMOTE_EXEC_URL": worker.url,
-            "REMOTE_EXEC_TOKEN": TOKEN, "REMOTE_EXEC_ENABLED": "1"}
 
 
 async def test_outputs_land_once_after_local_restart(comfy_install: ComfyInstall,

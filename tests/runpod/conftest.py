@@ -14,6 +14,7 @@ import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.spawn import stop_worker
 
 from ..conftest import prepare_worker_base
 from ..helpers import FIXTURES
@@ -25,7 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 @dataclass
 class SdkWorker:
     proc: subprocess.Popen[str]
-    started: float
     cold_start: float
     log: Path
     base: Path | None = None
@@ -45,16 +45,8 @@ def start_sdk_worker(emulator: RunpodEmulator, args: list[str], env: dict[str, s
     if not emulator.first_take.wait(timeout):
         proc.kill()
         raise RuntimeError("the SDK worker never asked for a job:\n" + log.read_text()[-4000:])
-    return SdkWorker(proc=proc, started=started, cold_start=time.monotonic() - started,
+    return SdkWorker(proc=proc, cold_start=time.monotonic() - started,
                      log=log)
-
-
-def stop_sdk_worker(worker: SdkWorker) -> None:
-    worker.proc.terminate()
-    try:
-        worker.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.proc.kill()
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +84,7 @@ def echo(tmp_path_factory: pytest.TempPathFactory
     log = tmp_path_factory.mktemp("echo") / "worker.log"
     worker = start_sdk_worker(emu, [str(FIXTURES / "echo_handler.py")], {}, log, 60)
     yield emu, worker
-    stop_sdk_worker(worker)
+    stop_worker(worker.proc)
     emu.stop()
 
 
@@ -112,4 +104,4 @@ def comfy_worker(comfy_install: ComfyInstall, emulator: RunpodEmulator, s3: dict
         emulator, ["-m", "comfy_remote_exec.worker.runpod_handler"], env, root / "worker.log")
     worker.base = base
     yield worker
-    stop_sdk_worker(worker)
+    stop_worker(worker.proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,10 +13,11 @@ from .conftest import SdkWorker
 
 
 @pytest.fixture
-def api(echo: tuple[RunpodEmulator, SdkWorker]) -> httpx.Client:
+def api(echo: tuple[RunpodEmulator, SdkWorker]) -> Iterator[httpx.Client]:
     emu, _ = echo
-    return httpx.Client(base_url=f"{emu.api_base}/{emu.endpoint}",
-                        headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=30)
+    with httpx.Client(base_url=f"{emu.api_base}/{emu.endpoint}",
+                      headers={"Authorization": f"Bearer {emu.api_key}"}, timeout=30) as client:
+        yield client
 
 
 def wait_status(api: httpx.Client, job_id: str, wanted: set[str]) -> dict:
