@@ -66,14 +66,15 @@ class Launched:
 
 
 def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,
-           env: dict[str, str] | None = None) -> Launched:
+           env: dict[str, str] | None = None, comfy_args: tuple[str, ...] = ()) -> Launched:
+    """Start the launcher; `comfy_args` go to ComfyUI (after its `--`), e.g. a frontend root."""
     local, worker, state = root / "local", root / "worker", root / "state"
     (local / "custom_nodes").mkdir(parents=True, exist_ok=True)
     prepare_worker_base(worker)
     port = free_port()
     cmd = [sys.executable, str(REPO / "launcher" / "launch.py"), "--comfyui", str(comfy.root),
            "--port", str(port), "--worker-dir", str(worker), *launcher_args,
-           "--", "--cpu", "--base-directory", str(local)]
+           "--", "--cpu", "--base-directory", str(local), *comfy_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "REMOTE_EXEC_STATE_DIR": str(state),
                                  **(env or {})}, start_new_session=True)
