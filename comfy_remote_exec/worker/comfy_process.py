@@ -27,6 +27,7 @@ import aiohttp
 
 from ..discovery import ComfyInstall
 from ..errors import RemoteUnavailable
+from ..plaintext import strip_ansi
 from .spawn import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class ComfyProcess:
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = strip_ansi(raw.decode("utf-8", "replace")).rstrip()
             self.log_tail.append(line)
             log.debug("comfyui: %s", line)
 
