@@ -25,33 +25,113 @@ function setting(id) {
   return app.extensionManager?.setting?.get(id);
 }
 
-// -- status badge -------------------------------------------------------------
+// -- plain text ---------------------------------------------------------------
 
-const badge = document.createElement("div");
-badge.id = "remote-exec-status";
-badge.title = "Remote execution (Settings → Remote Exec)";
-Object.assign(badge.style, {
-  position: "fixed", right: "12px", top: "46px", zIndex: 1000,
-  padding: "2px 8px", borderRadius: "10px", font: "12px sans-serif",
-  background: "var(--comfy-menu-bg, #222)", color: "var(--fg-color, #ddd)",
-  border: "1px solid var(--border-color, #444)", cursor: "pointer", userSelect: "none",
-});
-badge.addEventListener("click", () => {
+// CSI sequences (colours, cursor moves) and OSC sequences (titles, links), as
+// ComfyUI 0.26 writes around its log prefixes. The same pattern as
+// comfy_remote_exec/plaintext.py, which strips them where the worker keeps its log tail.
+const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()*+][ -~]|\x1b[0-Z\\^-~]/g;
+
+function plainText(value) {
+  return String(value ?? "").replace(ANSI, "");
+}
+
+// -- status badge -------------------------------------------------------------
+//
+// Frontends that offer `actionBarButtons` (1.45 and 1.58 do) render the badge as
+// an action-bar button, laid out beside Run and the job queue so it covers
+// nothing. The frontend keeps extensions raw (not reactive), so the button is
+// rendered once with a fixed label and this module writes the live state onto
+// its element, found by its class, and again whenever Vue re-creates it.
+// Older frontends (1.27) get the same button in the top menu's legacy slot
+// (`app.menu.settingsGroup`, where extensions have always added buttons).
+// Either way the element carries id `remote-exec-status`, `data-state` and
+// `data-enabled`, and a click opens the settings.
+
+const HOOK = "remote-exec-status";
+const DOTS = { ok: "#3c3", error: "#e44", idle: "#aa3", off: "#888" };
+const view = { text: "Remote", state: "off", enabled: false, title: "Remote execution" };
+
+function openSettings() {
   app.extensionManager?.command?.execute?.("Comfy.ShowSettingsDialog");
-});
+}
+
+const style = document.createElement("style");
+style.textContent = `
+  .${HOOK}-dot { display: inline-block; width: 8px; height: 8px; border-radius: 50%;
+                 background: ${DOTS.off}; flex-shrink: 0; }
+  ${Object.entries(DOTS).map(([state, colour]) =>
+    `#${HOOK}[data-state="${state}"] .${HOOK}-dot { background: ${colour}; }`).join("\n")}
+  .${HOOK}-legacy { display: inline-flex; align-items: center; gap: 6px; padding: 2px 8px;
+                    border-radius: 10px; font: 12px sans-serif; white-space: nowrap;
+                    background: var(--comfy-input-bg, #222); color: var(--fg-color, #ddd);
+                    border: 1px solid var(--border-color, #444); cursor: pointer; }
+`;
+
+let legacy = null;  // the fallback element, once placed
+
+function hostElement() {
+  return document.querySelector(`button.${HOOK}`) ?? legacy;
+}
+
+function render() {
+  const el = hostElement();
+  if (!el) return;
+  if (el.id !== HOOK) el.id = HOOK;
+  if (el.dataset.state !== view.state) el.dataset.state = view.state;
+  if (el.dataset.enabled !== String(view.enabled)) el.dataset.enabled = String(view.enabled);
+  if (el.title !== view.title) el.title = view.title;
+  if (el.getAttribute("aria-label") !== view.text) el.setAttribute("aria-label", view.text);
+  const label = el.querySelector("span");
+  if (label && label.textContent !== view.text) label.textContent = view.text;
+}
+
+function placeLegacy() {
+  const slot = app.menu?.settingsGroup?.element ?? app.menu?.element;
+  legacy = document.createElement("button");
+  legacy.className = `${HOOK}-legacy`;
+  legacy.type = "button";
+  legacy.append(Object.assign(document.createElement("i"), { className: `${HOOK}-dot` }),
+                document.createElement("span"));
+  legacy.addEventListener("click", openSettings);
+  if (slot) {
+    slot.append(legacy);
+  } else {
+    // No top menu at all: a corner of the canvas that holds no control.
+    Object.assign(legacy.style, { position: "fixed", left: "12px", bottom: "12px", zIndex: 1000 });
+    document.body.append(legacy);
+  }
+  render();
+}
+
+// Wait (with a deadline) for the action-bar button; without one, use the legacy slot.
+function mountBadge(deadlineMs = 3000) {
+  document.head.append(style);
+  new MutationObserver(() => {
+    const el = hostElement();
+    if (el && (el.id !== HOOK || el.querySelector("span")?.textContent !== view.text)) render();
+  }).observe(document.body, { childList: true, subtree: true });
+  if (hostElement()) {
+    render();
+    return;
+  }
+  // Timers, not animation frames: those never fire while the tab is in the background.
+  const started = performance.now();
+  const poll = () => {
+    if (document.querySelector(`button.${HOOK}`)) render();
+    else if (performance.now() - started > deadlineMs) placeLegacy();
+    else setTimeout(poll, 50);
+  };
+  poll();
+}
 
 function showBadge(enabled, backend, state, detail) {
-  const dot = { ok: "#3c3", error: "#e44", idle: "#aa3", off: "#888" }[state] ?? "#888";
-  badge.innerHTML = "";
-  const mark = document.createElement("span");
-  mark.textContent = "● ";
-  mark.style.color = dot;
-  const text = document.createElement("span");
-  text.textContent = enabled ? `Remote: ${backend}` : "Remote: off";
-  badge.append(mark, text);
-  badge.dataset.state = state;
-  badge.dataset.enabled = String(enabled);
-  badge.title = detail ? `Remote execution: ${detail}` : "Remote execution";
+  view.enabled = enabled;
+  view.state = state;
+  view.text = enabled ? `Remote: ${backend}` : "Remote: off";
+  view.title = plainText(detail ? `Remote execution: ${detail}` : "Remote execution") +
+    " (click for settings)";
+  render();
 }
 
 async function refreshBadge() {
@@ -81,8 +161,9 @@ async function refreshBadge() {
 // -- toasts -------------------------------------------------------------------
 
 function toastError(detail) {
-  const tail = (detail.log_tail ?? []).slice(-5).join("\n");
-  const text = [detail.message ?? "The remote run failed", tail].filter(Boolean).join("\n\n");
+  const tail = (detail.log_tail ?? []).slice(-5).map(plainText).join("\n");
+  const message = plainText(detail.message ?? "") || "The remote run failed";
+  const text = [message, tail].filter(Boolean).join("\n\n");
   const toast = app.extensionManager?.toast;
   if (toast?.add) {
     toast.add({ severity: "error", summary: "Remote run failed", detail: text, life: 15000 });
@@ -93,6 +174,8 @@ function toastError(detail) {
 
 app.registerExtension({
   name: "RemoteExec",
+  // Frontends without this API (1.27) ignore it; mountBadge() then uses the menu slot.
+  actionBarButtons: [{ icon: `${HOOK}-dot`, label: "Remote", class: HOOK, onClick: openSettings }],
   settings: [
     // The dialog lists a category's settings last-registered first.
     {
@@ -132,7 +215,7 @@ app.registerExtension({
     },
   ],
   async setup() {
-    document.body.append(badge);
+    mountBadge();
     api.addEventListener("remote_exec.error", ({ detail }) => toastError(detail));
     await refreshBadge();
     setInterval(refreshBadge, 15000);
