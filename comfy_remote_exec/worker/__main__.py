@@ -1,7 +1,9 @@
 """`python -m comfy_remote_exec.worker`: serve the job API in front of a local ComfyUI.
 
-Arguments after `--` go to ComfyUI itself (for example `-- --cpu`). The URL
-is printed once ComfyUI is healthy and the API accepts jobs.
+Arguments after `--` go to ComfyUI itself (for example `-- --cpu`; without a
+device flag, `--cpu` is added when ComfyUI's torch sees no GPU). The URL is
+printed once ComfyUI is healthy and the API accepts jobs. A ComfyUI that fails
+to start is reported with its last log lines, and the exit code is 3.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..discovery import ComfyUINotFound, find_comfyui
+from ..errors import RemoteUnavailable
 from ..logsafe import hide_url_queries
 from .app import Worker, WorkerConfig, token_from_env
 from .service import KEEP_JOBS
@@ -57,7 +60,11 @@ async def serve(args: argparse.Namespace) -> None:
         install=install, base_dir=args.base_dir, token=token_from_env(args.token_env),
         comfy_args=args.comfy_args, comfy_port=args.comfy_port, blob_dir=args.blob_dir,
         allow_private_urls=args.allow_private_urls, keep_jobs=args.keep_jobs))
-    await worker.start()
+    try:
+        await worker.start()
+    except BaseException:
+        await worker.stop()
+        raise
     runner = web.AppRunner(worker.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -86,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     except ComfyUINotFound as exc:
         print(exc.message, file=sys.stderr)
         return 2
+    except RemoteUnavailable as exc:
+        tail = "".join(f"\n  {line}" for line in exc.log_tail[-30:])
+        print(f"comfy-remote-exec worker: {exc.message}."
+              f"{' Its last log lines:' if tail else ''}{tail}", file=sys.stderr, flush=True)
+        return 3
     return 0
 
 

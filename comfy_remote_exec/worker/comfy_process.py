@@ -5,7 +5,9 @@ worker's models, inputs and outputs never mix with anyone else's. This module
 starts it, waits for `/system_stats` with backoff, keeps the last lines of its
 log for error reports, and restarts it when it dies unexpectedly. Listeners
 hear about a crash before the restart, so the job that was running can be
-failed with the log tail that explains why.
+failed with the log tail that explains why. Without a device flag in its arguments, ComfyUI
+gets `--cpu` when its torch finds no accelerator (`comfy_env.device_args`,
+probed once, said in one log line), since ComfyUI exits at start otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from ..comfy_env import device_args
 from ..discovery import ComfyInstall
 from ..errors import RemoteUnavailable
 from ..plaintext import strip_ansi
@@ -71,6 +74,7 @@ class ComfyProcess:
         self._stopping = False
         self._healthy = asyncio.Event()
         self._listeners: list[CrashListener] = []
+        self._device_args: list[str] | None = None
         self.started_at: float | None = None
 
     @property
@@ -94,11 +98,17 @@ class ComfyProcess:
             "--base-directory", str(cfg.base_dir),
             "--listen", cfg.host, "--port", str(self.port),
             "--disable-auto-launch",
-            *cfg.extra_args,
+            *(self._device_args or ()), *cfg.extra_args,
         ]
 
     async def start(self) -> None:
         self._stopping = False
+        if self._device_args is None:
+            env = {**os.environ, **self.config.env}
+            self._device_args, note = await asyncio.to_thread(
+                device_args, self.config.install.python, self.config.extra_args, env)
+            if note:
+                log.warning("%s", note)
         await self._spawn()
         await self.wait_healthy(self.config.start_timeout)
         self._supervisor = asyncio.create_task(self._supervise(), name="comfyui-supervisor")
