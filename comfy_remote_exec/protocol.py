@@ -201,6 +201,9 @@ class JobSpec:
     user_id: str | None = None
     partial_execution_targets: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # ComfyUI's own `extra_data` for the prompt (e.g. `extra_pnginfo`, which puts the
+    # editor's `workflow` into saved files); the worker's `client_id` always wins.
+    extra_data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: object) -> JobSpec:
@@ -240,14 +243,19 @@ class JobSpec:
                  "'partial_execution_targets' must be a list of node ids")
         extra = raw.get("extra") or {}
         _require(isinstance(extra, dict), "'extra' must be an object")
+        extra_data = raw.get("extra_data") or {}
+        _require(isinstance(extra_data, dict), "'extra_data' must be an object")
         return cls(workflow=workflow, inputs=inputs, media=media, webhook_url=webhook,
                    priority=priority, user_id=user_id, partial_execution_targets=targets,
-                   extra=extra)
+                   extra=extra, extra_data=extra_data)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: v for k, v in out.items() if v not in (None, [], {})} | {
-            "workflow": self.workflow}
+        """The JSON body; empty fields are left out, but an empty target list is kept
+        (ComfyUI refuses it with `prompt_no_outputs`, which is not the same as none)."""
+        out = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        if self.partial_execution_targets is not None:
+            out["partial_execution_targets"] = list(self.partial_execution_targets)
+        return out | {"workflow": self.workflow}
 
 
 @dataclass

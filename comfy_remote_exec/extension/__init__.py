@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-COMFYUI_MODULES = frozenset({"server", "folder_paths", "execution", "comfy_api", "protocol"})
+COMFYUI_MODULES = frozenset({"server", "folder_paths", "execution", "nodes", "comfy_api",
+                             "protocol"})
 
 
 def install() -> Any:

@@ -2,8 +2,9 @@
 
 `install()` runs while ComfyUI loads custom nodes. It builds a `ComfyHost`
 over the running `PromptServer`, adds the middleware and the `/remote_exec`
-routes, makes the queue status count remote jobs, and starts and stops the
-extension with the server's own aiohttp start-up and shutdown signals.
+routes, makes the queue status and ComfyUI's queue views (`/queue`,
+`/api/jobs`) include remote jobs, and starts and stops the extension with the
+server's own aiohttp start-up and shutdown signals.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from typing import Any
 
 import execution
 import folder_paths
+import nodes
 import server
 from aiohttp import web
 from comfy_api import feature_flags
 from PIL import Image
 from protocol import BinaryEventTypes
+
+try:  # ComfyUI v0.26+: the jobs API and its id rules
+    from comfy_execution.jobs import validate_job_id as _validate_job_id
+except ImportError:
+    _validate_job_id = None
 
 from ..config import state_dir
 from ..fsutil import confined
@@ -72,13 +79,32 @@ class ComfyHost:
             self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE,
                                   legacy_preview(image, image_type), sid)
 
-    def next_number(self, front: bool) -> float:
-        number = self.server.number
+    def next_number(self, front: bool) -> int:
+        number = int(self.server.number)
         self.server.number += 1
-        return float(-number if front else number)
+        return -number if front else number
 
     def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.server.trigger_on_prompt(body))
+
+    def check_prompt_id(self, value: object) -> str:
+        if _validate_job_id is None:  # before v0.26 any string was taken
+            return str(value)
+        return str(_validate_job_id(value))
+
+    async def validate(self, prompt_id: str, prompt: dict[str, Any],
+                       targets: list[str] | None) -> tuple[Any, ...] | None:
+        known = nodes.NODE_CLASS_MAPPINGS
+        if any(isinstance(n, dict) and "class_type" in n and n["class_type"] not in known
+               for n in prompt.values()):
+            return None
+        replacer = getattr(self.server, "node_replace_manager", None)
+        if replacer is not None:
+            replacer.apply_replacements(prompt)
+        return tuple(await execution.validate_prompt(prompt_id, prompt, targets))
+
+    def has_jobs_api(self) -> bool:
+        return _validate_job_id is not None
 
     def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
         queue = self.server.prompt_queue
@@ -86,7 +112,6 @@ class ComfyHost:
             if len(queue.history) > execution.MAXIMUM_HISTORY_SIZE:
                 queue.history.pop(next(iter(queue.history)))
             queue.history[prompt_id] = entry
-        self.server.queue_updated()
 
     def queue_changed(self) -> None:
         self.server.queue_updated()
@@ -139,6 +164,19 @@ def install() -> RemoteExec:
         return dict(info)
 
     prompt_server.get_queue_info = queue_info
+
+    # Remote jobs are in ComfyUI's own queue views (`/queue`, `/api/jobs`), pending and
+    # running. Only the volatile view: `get_current_queue` drives ComfyUI's interrupt,
+    # which must never fire for a remote job.
+    prompt_queue = prompt_server.prompt_queue
+    local_queue = prompt_queue.get_current_queue_volatile
+
+    def current_queue() -> tuple[list[Any], list[Any]]:
+        running, pending = local_queue()
+        remote_running, remote_pending = core.dispatcher.queue_items()
+        return [*running, *remote_running], [*pending, *remote_pending]
+
+    prompt_queue.get_current_queue_volatile = current_queue
 
     async def on_startup(app: web.Application) -> None:
         core.start()

@@ -1,11 +1,11 @@
 """The extension's brain: decide remote or local, accept prompts, own the queue.
 
 `RemoteExec.accept()` answers `POST /prompt` exactly as ComfyUI does
-(`{prompt_id, number, node_errors}`, honouring a client's `prompt_id`,
-`front`, `number` and `partial_execution_targets`) when remote mode is on for
-this request, and returns None otherwise so ComfyUI handles it untouched.
-Local validation is skipped on purpose: the remote may have nodes and models
-this machine lacks; the remote's verdict comes back as `execution_error`.
+(`{prompt_id, number, node_errors}`, or 400 `{error, node_errors}` for a
+graph ComfyUI refuses, honouring a client's `prompt_id`, `front`, `number`
+and `partial_execution_targets`) when remote mode is on for this request, and
+returns None otherwise so ComfyUI handles it untouched. Checks of node types
+and model files this machine lacks are left to the remote (`validation`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,8 +35,18 @@ from ..config import (
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
+from .validation import lenient
 
 log = logging.getLogger(__name__)
+
+# ComfyUI's `execution.SENSITIVE_EXTRA_DATA_KEYS` (comfy.org credentials for API nodes).
+SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+def refusal(kind: str, message: str, details: str) -> dict[str, Any]:
+    """A prompt-level 400 body in ComfyUI's shape."""
+    return {"error": {"type": kind, "message": message, "details": details,
+                      "extra_info": {}}, "node_errors": {}}
 
 
 def remote_override(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,9 +131,15 @@ class RemoteExec:
 
     # -- prompts ------------------------------------------------------------------------
 
-    def accept(self, body: Any, user: str = DEFAULT_USER
-               ) -> tuple[int, dict[str, Any]] | None:
-        """`(status, answer)` for a prompt taken remote, or None to let ComfyUI run it."""
+    async def accept(self, body: Any, user: str = DEFAULT_USER
+                     ) -> tuple[int, dict[str, Any]] | None:
+        """`(status, answer)` for a prompt taken remote, or None to let ComfyUI run it.
+
+        Step by step what ComfyUI's `post_prompt` does: on-prompt handlers, the
+        queue number, the prompt id, ComfyUI's own validation (see
+        `validation.lenient` for the checks left to the remote), `extra_data`
+        with `client_id` and `create_time`, sensitive keys kept out of the queue.
+        """
         if not isinstance(body, dict):
             return None
         override = remote_override(body)
@@ -130,31 +147,51 @@ class RemoteExec:
         if not override.get("enabled", cfg.enabled):
             return None
         body = self.host.on_prompt(body)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, dict) or not all(
-                isinstance(n, dict) and "class_type" in n for n in prompt.values()):
-            return 400, {"error": {"type": "no_prompt" if prompt is None else "invalid_prompt",
-                                   "message": "No prompt provided" if prompt is None
-                                   else "The prompt is not a valid API-format workflow",
-                                   "details": "", "extra_info": {}}, "node_errors": {}}
+        number: float | int
         if "number" in body:
             number = float(body["number"])
         else:
             number = self.host.next_number(bool(body.get("front")))
-        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        prompt = body.get("prompt")
+        if prompt is None:
+            return 400, refusal("no_prompt", "No prompt provided", "No prompt provided")
+        if not isinstance(prompt, dict) or not all(isinstance(n, dict)
+                                                   for n in prompt.values()):
+            return 400, refusal("invalid_prompt", "The prompt is not a valid API-format "
+                                "workflow", "every node must be an object")
+        if body.get("prompt_id") is None:
+            prompt_id = str(uuid.uuid4())
+        else:
+            try:
+                prompt_id = self.host.check_prompt_id(body["prompt_id"])
+            except ValueError:
+                return 400, refusal("invalid_prompt_id", "prompt_id must be a valid UUID",
+                                    "prompt_id must be a UUID string in canonical lowercase "
+                                    "hyphenated form; omit it to let the server generate one")
+        targets = body.get("partial_execution_targets")
+        if targets is not None and not isinstance(targets, list):
+            targets = None
+        checked = await self.host.validate(prompt_id, prompt, targets)
+        verdict = None if checked is None else lenient(checked, targets)
+        if verdict is not None and not verdict.ok:
+            log.warning("invalid prompt: %s", verdict.error)
+            return 400, verdict.refusal()
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
-        targets = body.get("partial_execution_targets")
+        for key in SENSITIVE_EXTRA_DATA_KEYS:  # never queued, journaled or shipped
+            extra.pop(key, None)
+        extra["create_time"] = int(time.time() * 1000)
+        outputs = verdict.outputs if verdict is not None else list(targets or [])
         job = RemoteJob(
             prompt_id=prompt_id, number=number, prompt=prompt, extra_data=extra,
-            client_id=extra.get("client_id"),
-            outputs_to_execute=list(targets) if isinstance(targets, list) else [],
+            client_id=extra.get("client_id"), outputs_to_execute=outputs,
             backend=str(override.get("backend") or cfg.backend),
             url=override.get("url") or cfg.url,
-            partial_execution_targets=targets if isinstance(targets, list) else None)
+            partial_execution_targets=outputs if verdict is not None else targets)
         self.dispatcher.add(job)
-        return 200, {"prompt_id": prompt_id, "number": number, "node_errors": {}}
+        return 200, {"prompt_id": prompt_id, "number": number,
+                     "node_errors": verdict.node_errors if verdict is not None else {}}
 
     async def interrupt(self, prompt_id: str | None) -> None:
         if prompt_id:

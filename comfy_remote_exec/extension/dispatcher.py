@@ -23,6 +23,7 @@ from .host import Host
 from .inputs import InputHasher
 from .jobrun import JobRun
 from .journal import PENDING, Journal, RemoteJob
+from .landing import LandedFiles
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Dispatcher:
         self.parallel = parallel
         self.on_output = on_output
         self.hasher = InputHasher()
+        self.landed = LandedFiles()
         self.pending: list[RemoteJob] = []
         self.running: dict[str, JobRun] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -58,6 +60,11 @@ class Dispatcher:
         return ([run.job.queue_item() for run in self.running.values()],
                 [job.queue_item() for job in self.pending])
 
+    def is_active(self, prompt_id: str) -> bool:
+        """Pending or running here (a cancel can still reach it)."""
+        return prompt_id in self.running or any(j.prompt_id == prompt_id
+                                                for j in self.pending)
+
     def find(self, prompt_id: str) -> RemoteJob | None:
         """A pending, running or recently finished job."""
         if prompt_id in self.running:
@@ -75,8 +82,9 @@ class Dispatcher:
         except RemoteExecError as exc:
             backend = FailedBackend(exc)
         run = JobRun(job, backend, self.host, self.journal, self.hasher, self.on_output,
-                     on_end=self._ended)
+                     on_end=self._ended, landed=self.landed)
         self.running[job.prompt_id] = run
+        self.host.queue_changed()  # as ComfyUI's queue announces a prompt it takes
 
         async def go() -> None:
             try:

@@ -39,15 +39,32 @@ class Host(Protocol):
         """A preview frame, with metadata if the client negotiated it, else legacy."""
         ...
 
-    def next_number(self, front: bool) -> float:
-        """The queue number ComfyUI would give the next prompt."""
+    def next_number(self, front: bool) -> int:
+        """The queue number ComfyUI would give the next prompt (an int, as ComfyUI's)."""
         ...
 
     def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]:
         """Run the other extensions' on-prompt handlers, as ComfyUI does."""
         ...
 
-    def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None: ...
+    def check_prompt_id(self, value: object) -> str:
+        """A client-chosen prompt id as ComfyUI takes it; ValueError if it refuses it."""
+        ...
+
+    async def validate(self, prompt_id: str, prompt: dict[str, Any],
+                       targets: list[str] | None) -> tuple[Any, ...] | None:
+        """ComfyUI's own `(valid, error, outputs, node_errors)` for the prompt, after
+        ComfyUI's node replacements (applied in place). None when the prompt uses a
+        node type this ComfyUI lacks: then only the remote can judge it."""
+        ...
+
+    def has_jobs_api(self) -> bool:
+        """Whether this ComfyUI serves `/api/jobs` (v0.26+)."""
+        ...
+
+    def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
+        """Put an entry into ComfyUI's history (the queue broadcast is `queue_changed`)."""
+        ...
 
     def queue_changed(self) -> None:
         """Broadcast the queue status (so `queue_remaining` counts remote jobs)."""

@@ -6,8 +6,11 @@ without ComfyUI's `/api` prefix:
 - `POST /prompt`: answered here when remote mode is on for the request;
 - `POST /interrupt` and `POST /queue` (`delete`, `clear`): reach remote jobs,
   then go on to ComfyUI for its own queue;
-- `GET /queue`: ComfyUI's answer plus the remote jobs, running and pending.
-Everything else passes through untouched.
+- `POST /api/jobs/{id}/cancel` and `POST /api/jobs/cancel` (ComfyUI v0.26+):
+  a remote id is cancelled here, the rest go on to ComfyUI, and the answer's
+  `cancelled` says whether either side cancelled something.
+Remote jobs show in `GET /queue` and `/api/jobs` through ComfyUI's own
+handlers (see `adapter.install`). Everything else passes through untouched.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def make_middleware(core: RemoteExec) -> Any:
         path = request.path[4:] if request.path.startswith("/api/") else request.path
         method = request.method
         if method == "POST" and path == "/prompt":
-            answer = core.accept(await _body(request), core.host.request_user(request))
+            answer = await core.accept(await _body(request), core.host.request_user(request))
             if answer is not None:
                 status, payload = answer
                 return web.json_response(payload, status=status)
@@ -51,24 +54,46 @@ def make_middleware(core: RemoteExec) -> Any:
                     await core.delete([str(x) for x in body["delete"]])
                 if body.get("clear"):
                     core.dispatcher.clear_pending()
-        elif method == "GET" and path == "/queue":
-            response = await handler(request)
-            return _with_remote_jobs(response, core)
+        elif method == "POST" and request.path.startswith("/api/jobs/") and \
+                request.path.endswith("/cancel"):
+            ids = await _cancel_ids(request, core)
+            if ids:
+                cancelled = [await core.dispatcher.cancel(i) for i in ids
+                             if core.dispatcher.is_active(i)]
+                if cancelled:
+                    return _cancelled_too(await handler(request), any(cancelled))
         return await handler(request)
 
     return remote_exec_middleware
 
 
-def _with_remote_jobs(response: web.StreamResponse, core: RemoteExec) -> web.StreamResponse:
-    if not isinstance(response, web.Response) or response.body is None:
-        return response
-    running, pending = core.dispatcher.queue_items()
-    if not running and not pending:
+async def _cancel_ids(request: web.Request, core: RemoteExec) -> list[str]:
+    """The ids of a jobs-API cancel request, or [] when ComfyUI must answer it alone
+    (no jobs API, or ids ComfyUI refuses with a 400 before cancelling anything)."""
+    if not core.host.has_jobs_api():
+        return []
+    if request.path == "/api/jobs/cancel":
+        body = await _body(request)
+        ids = body.get("job_ids") if isinstance(body, dict) else None
+    else:
+        ids = [request.path[len("/api/jobs/"):-len("/cancel")]]
+    if not isinstance(ids, list):
+        return []
+    try:
+        return [core.host.check_prompt_id(i) for i in ids]
+    except ValueError:
+        return []
+
+
+def _cancelled_too(response: web.StreamResponse, cancelled: bool) -> web.StreamResponse:
+    """ComfyUI's own answer, with `cancelled` true when a remote job was cancelled."""
+    if not isinstance(response, web.Response) or response.status != 200:
         return response
     try:
         data = json.loads(response.text or "{}")
     except ValueError:
         return response
-    data["queue_running"] = [*data.get("queue_running", []), *running]
-    data["queue_pending"] = [*data.get("queue_pending", []), *pending]
-    return web.json_response(data, status=response.status)
+    if not isinstance(data, dict):
+        return response
+    data["cancelled"] = bool(data.get("cancelled")) or cancelled
+    return web.json_response(data)

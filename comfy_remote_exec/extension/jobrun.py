@@ -33,11 +33,14 @@ from ..protocol import (
 from .host import Host
 from .inputs import InputHasher
 from .journal import DONE, SUBMITTED, Journal, RemoteJob
-from .landing import Lander
+from .landing import LandedFiles, Lander
 from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_parts
 
 log = logging.getLogger(__name__)
 
+# `extra_data` keys that mean something only to this ComfyUI; the rest (such as
+# `extra_pnginfo`, the editor's workflow saved into PNGs) goes to the remote's.
+LOCAL_EXTRA_DATA = frozenset({"client_id", "create_time", "remote_exec"})
 ENDINGS = {"execution_success": COMPLETED, "execution_error": FAILED,
            "execution_interrupted": CANCELLED}
 
@@ -45,13 +48,14 @@ ENDINGS = {"execution_success": COMPLETED, "execution_error": FAILED,
 class JobRun:
     def __init__(self, job: RemoteJob, backend: Backend, host: Host, journal: Journal,
                  hasher: InputHasher, on_output: Callable[[dict[str, Any]], None] | None = None,
-                 on_end: Callable[[RemoteJob], None] | None = None) -> None:
+                 on_end: Callable[[RemoteJob], None] | None = None,
+                 landed: LandedFiles | None = None) -> None:
         self.job = job
         self.backend = backend
         self.host = host
         self.journal = journal
         self.hasher = hasher
-        self.lander = Lander(host.output_dir, host.temp_dir)
+        self.lander = Lander(host.output_dir, host.temp_dir, landed)
         self.on_output = on_output
         self.on_end = on_end
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -95,7 +99,9 @@ class JobRun:
         spec = JobSpec(workflow=job.prompt,
                        media=[MediaItem(name=f.name, sha256=f.sha256) for f in files],
                        partial_execution_targets=job.partial_execution_targets,
-                       extra={"local_prompt_id": job.prompt_id})
+                       extra={"local_prompt_id": job.prompt_id},
+                       extra_data={k: v for k, v in job.extra_data.items()
+                                   if k not in LOCAL_EXTRA_DATA})
         if self.cancel_requested:
             raise RemoteExecError("cancelled before it started", code="cancelled")
         job.remote_id = await self.backend.submit(spec)
@@ -155,7 +161,8 @@ class JobRun:
             entry = self.job.landed.get(key)
             if entry is None or self.lander.existing(entry, out) is None:
                 assert self.job.remote_id is not None
-                entry = await self.lander.land(self.backend, self.job.remote_id, out)
+                entry = await self.lander.land(self.backend, self.job.remote_id, out,
+                                               f"{self.job.backend}:{self.job.url or ''}")
                 self.job.landed[key] = entry
                 self.journal.save(self.job)
                 if self.on_output is not None and entry["type"] == "output":
@@ -244,10 +251,9 @@ class JobRun:
             return
         self.history_written = True
         job = self.job
-        extra = {k: v for k, v in job.extra_data.items()
-                 if k not in ("auth_token_comfy_org", "api_key_comfy_org")}
         self.host.add_history(job.prompt_id, {
-            "prompt": [job.number, job.prompt_id, job.prompt, extra, job.outputs_to_execute],
+            "prompt": [job.number, job.prompt_id, job.prompt, job.extra_data,
+                       job.outputs_to_execute],
             "outputs": self.outputs,
             "status": {"status_str": "success" if success else "error",
                        "completed": success, "messages": self.messages},

@@ -24,7 +24,7 @@ PENDING, SUBMITTED, DONE = "pending", "submitted", "done"
 @dataclass
 class RemoteJob:
     prompt_id: str
-    number: float
+    number: float | int  # ComfyUI's: an int, or the float a client chose
     prompt: dict[str, Any]
     extra_data: dict[str, Any]
     client_id: str | None

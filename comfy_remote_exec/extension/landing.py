@@ -4,10 +4,13 @@ A file goes where a local run would have put it: same subfolder, same name.
 It is streamed to a hidden part-file in that folder, its sha256 and size are
 checked against the remote's descriptor, and only then linked into place;
 `os.link` fails rather than overwrite, so an existing file is never touched.
-If the name is taken by different bytes, the next free number is taken the
-way ComfyUI's own counter does (`name_00002_.png`). If it is taken by the very
-same bytes (a job resumed after a restart), that file is reused, so each
-output lands exactly once.
+If the name is taken, the next free number is taken the way ComfyUI's own
+counter does (`name_00002_.png`), whatever the bytes: a batch of identical
+images lands as that many files, as in a local run. Each remote file lands
+once: `LandedFiles` remembers where a remote file (its remote, path and
+sha256) landed, so a cached remote output that names it again points at the
+same local file, and the journal does the same for a job resumed after a
+restart.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import re
 import shutil
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,10 +76,52 @@ def candidate_names(filename: str, taken: list[str]) -> list[str]:
     return [filename, *(f"{prefix}_{n:05}_{ext}" for n in range(start, start + 1000))]
 
 
+Identity = tuple[str, ...]
+
+
+class LandedFiles:
+    """Where recent remote files landed: identity -> (UI entry, size, mtime_ns).
+
+    Bounded and in memory; an entry counts only while its file is unchanged.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[Identity, tuple[dict[str, Any], int, int]] = OrderedDict()
+
+    def remember(self, identity: Identity, entry: dict[str, Any], path: Path) -> None:
+        st = path.stat()
+        self._seen[identity] = (entry, st.st_size, st.st_mtime_ns)
+        self._seen.move_to_end(identity)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+    def recall(self, identity: Identity, root: Path) -> dict[str, Any] | None:
+        found = self._seen.get(identity)
+        if found is None:
+            return None
+        entry, size, mtime = found
+        try:
+            st = confined(root, _relpath(entry)).stat()
+        except (OSError, ValueError):
+            st = None
+        if st is None or (st.st_size, st.st_mtime_ns) != (size, mtime):
+            del self._seen[identity]
+            return None
+        return entry
+
+
+def _relpath(entry: dict[str, Any]) -> str:
+    return f"{entry['subfolder']}/{entry['filename']}" if entry.get("subfolder") \
+        else str(entry["filename"])
+
+
 class Lander:
-    def __init__(self, output_dir: Path, temp_dir: Path) -> None:
+    def __init__(self, output_dir: Path, temp_dir: Path,
+                 landed: LandedFiles | None = None) -> None:
         self.output_dir = output_dir
         self.temp_dir = temp_dir
+        self.landed = landed if landed is not None else LandedFiles()
 
     def root(self, type_name: str) -> Path:
         return self.output_dir if type_name == "output" else self.temp_dir
@@ -86,14 +132,19 @@ class Lander:
     def existing(self, entry: dict[str, Any], out: OutputFile) -> dict[str, Any] | None:
         """A landed entry still valid on disk (used when resuming)."""
         try:
-            path = confined(self.root(entry["type"]), f"{entry['subfolder']}/{entry['filename']}"
-                            if entry.get("subfolder") else entry["filename"])
+            path = confined(self.root(entry["type"]), _relpath(entry))
         except (KeyError, ValueError):
             return None
         return entry if _same_file(path, out.sha256, out.size) else None
 
-    async def land(self, backend: Backend, remote_id: str, out: OutputFile) -> dict[str, Any]:
-        """Download `out` and return its local UI entry `{filename, subfolder, type}`."""
+    async def land(self, backend: Backend, remote_id: str, out: OutputFile,
+                   remote: str = "") -> dict[str, Any]:
+        """Download `out` (unless this remote file landed before) and return its local
+        UI entry `{filename, subfolder, type}`. `remote` names the remote it came from."""
+        identity = (remote, out.type, out.relpath, out.sha256)
+        known = self.landed.recall(identity, self.root(out.type))
+        if known is not None:
+            return known
         root = self.root(out.type)
         try:
             folder = confined(root, out.subfolder)
@@ -114,15 +165,13 @@ class Lander:
         finally:
             part.unlink(missing_ok=True)
         sub = folder.relative_to(root.resolve()).as_posix()
-        return {"filename": name, "subfolder": "" if sub == "." else sub,
-                "type": self.local_type(out.type)}
+        entry = {"filename": name, "subfolder": "" if sub == "." else sub,
+                 "type": self.local_type(out.type)}
+        self.landed.remember(identity, entry, folder / name)
+        return entry
 
     def _place(self, part: Path, folder: Path, out: OutputFile) -> str:
-        taken = numbered(folder, out.filename)
-        for name in dict.fromkeys([out.filename, *taken]):
-            if _same_file(folder / name, out.sha256, out.size):
-                return name  # landed before (a resumed job): not twice
-        for name in candidate_names(out.filename, taken):
+        for name in candidate_names(out.filename, numbered(folder, out.filename)):
             dest = folder / name
             try:
                 os.link(part, dest)

@@ -8,6 +8,7 @@ pieces without the HTTP app.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,10 @@ class Worker:
                                   allow_private_urls=config.allow_private_urls,
                                   max_media_bytes=config.max_media_bytes,
                                   keep_jobs=config.keep_jobs)
+        hooks = ["--extra-model-paths-config", str(comfyui_hooks_config(state))]
         self.process = ComfyProcess(ComfyProcessConfig(
             install=config.install, base_dir=base, port=config.comfy_port,
-            extra_args=config.comfy_args))
+            extra_args=[*config.comfy_args, *hooks]))
         self.runner = Runner(self.process, self.dirs, self.blobs, self.service)
         self.service.attach(self.runner)
         self.app = self.build_app()
@@ -82,6 +84,19 @@ class Worker:
         await self.runner.stop()
         await self.service.close()
         await self.http.aclose()
+
+
+HOOK_NODES = Path(__file__).resolve().parent / "comfyui_nodes"
+
+
+def comfyui_hooks_config(state: Path) -> Path:
+    """An extra-paths file that loads the worker's ComfyUI hooks (`comfyui_nodes/`)
+    next to the base directory's own custom nodes, without touching them."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "comfyui_hooks.yaml"
+    path.write_text(f"comfy_remote_exec_worker:\n  custom_nodes: {json.dumps(str(HOOK_NODES))}\n",
+                    encoding="utf-8")
+    return path
 
 
 def token_from_env(name: str | None) -> str | None:

@@ -2,10 +2,14 @@
 
 Three steps, all pure apart from reading model lists:
 - apply `inputs` overrides to the workflow, refusing unknown node ids;
-- point every reference to a shipped media file at the job's own input folder
-  (`remote_exec/<job>/<name>`, keeping ComfyUI's ` [input]` annotation; a
-  shipped `x.png [output]` becomes an input too), so concurrent and
-  successive jobs never see each other's inputs;
+- point every reference to a shipped media file at a folder named by its
+  content (`remote_exec/<sha256>/<name>`, keeping ComfyUI's ` [input]`
+  annotation; a shipped `x.png [output]` becomes an input too). Concurrent
+  jobs never see each other's files, and the same bytes get the same path
+  every time, so ComfyUI's cache serves a re-run as it would locally. The
+  user's own value is kept in the node's `_meta` (`USER_VALUES`), where the
+  worker's ComfyUI hook (`comfyui_nodes/`) puts it back into the `prompt`
+  that nodes save as metadata;
 - find model files the worker does not have before ComfyUI runs anything, and
   name each with its folder and what the worker has there (ComfyUI itself
   does not check every loader's list).
@@ -14,7 +18,7 @@ Three steps, all pure apart from reading model lists:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -22,6 +26,8 @@ from ..errors import BadRequest
 from ..protocol import InputOverride, media_name, split_annotation
 
 JOB_INPUT_ROOT = "remote_exec"
+# Key in a node's `_meta`: {input name: the value the user's workflow had}.
+USER_VALUES = "remote_exec_user_inputs"
 MODEL_EXTS = {".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".gguf",
               ".onnx", ".pkl"}
 # The model folder behind the common loader fields, where the option list
@@ -38,8 +44,9 @@ CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "cl
                  "PhotoMakerLoader": "photomaker"}
 
 
-def job_input_prefix(job_id: str) -> str:
-    return f"{JOB_INPUT_ROOT}/{job_id}"
+def input_prefix(sha256: str) -> str:
+    """The input subfolder holding the file with these bytes."""
+    return f"{JOB_INPUT_ROOT}/{sha256}"
 
 
 def apply_overrides(workflow: dict[str, Any], overrides: Iterable[InputOverride],
@@ -56,13 +63,11 @@ def apply_overrides(workflow: dict[str, Any], overrides: Iterable[InputOverride]
     return out
 
 
-def rewrite_media_refs(workflow: dict[str, Any], names: Iterable[str],
-                       job_id: str) -> dict[str, Any]:
-    """Point string inputs naming a shipped file at the job's input folder (in place)."""
-    wanted = set(names)
-    if not wanted:
+def rewrite_media_refs(workflow: dict[str, Any], media: Mapping[str, str]) -> dict[str, Any]:
+    """Point string inputs naming a shipped file (`media`: name -> sha256) at its
+    content's input folder, remembering the user's value in `_meta` (in place)."""
+    if not media:
         return workflow
-    prefix = job_input_prefix(job_id)
     for node in workflow.values():
         inputs = node.get("inputs") or {}
         for key, value in inputs.items():
@@ -70,8 +75,15 @@ def rewrite_media_refs(workflow: dict[str, Any], names: Iterable[str],
                 continue
             bare, suffix, folder = split_annotation(value)
             name = media_name(bare.replace("\\", "/"), folder)
-            if name in wanted:
-                inputs[key] = f"{prefix}/{name}{suffix if folder == 'input' else ' [input]'}"
+            sha = media.get(name)
+            if sha is None:
+                continue
+            inputs[key] = (f"{input_prefix(sha)}/{name}"
+                           f"{suffix if folder == 'input' else ' [input]'}")
+            meta = node.get("_meta")
+            if not isinstance(meta, dict):
+                meta = node["_meta"] = {}
+            meta.setdefault(USER_VALUES, {})[key] = value
     return workflow
 
 

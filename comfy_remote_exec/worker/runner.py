@@ -32,7 +32,7 @@ from .events import Translated, translate
 from .outputs import ComfyDirs, describe
 from .prepare import (
     find_missing_models,
-    job_input_prefix,
+    input_prefix,
     missing_model_error,
     rewrite_media_refs,
 )
@@ -69,6 +69,8 @@ class Run:
     error_data: dict[str, Any] | None = None
     cancel_requested: bool = False
     connection: int = 0
+    inputs: frozenset[str] = frozenset()  # sha256 of the files placed for this job
+    extra_data: dict[str, Any] = field(default_factory=dict)
     outputs: list[OutputFile] = field(default_factory=list)
     nodes_with_output: set[str] = field(default_factory=set)
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,24 +126,27 @@ class Runner:
 
     async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
                      priority: int = 0, targets: list[str] | None = None,
-                     url_prefix: str = "") -> Run:
+                     url_prefix: str = "", extra_data: dict[str, Any] | None = None) -> Run:
         """Place the job's inputs and queue it in ComfyUI.
 
-        `media` maps the names the workflow uses to blob hashes. Raises
-        `BadRequest` with ComfyUI's node errors when ComfyUI refuses the prompt;
-        nothing of the job is left behind then.
+        `media` maps the names the workflow uses to blob hashes; each file is
+        placed under its content's folder (`prepare.input_prefix`). `extra_data`
+        is ComfyUI's own (e.g. `extra_pnginfo`); the runner's client id wins.
+        Raises `BadRequest` with ComfyUI's node errors when ComfyUI refuses the
+        prompt; nothing of the job is left behind then.
         """
         assert self.client is not None, "Runner.start() first"
         await self.process.ensure_healthy(session=self._session)
         await self._check_models(workflow)
         self._seq += 1
-        prompt = rewrite_media_refs(workflow, media, job_id)
-        input_dir = self.dirs.input / job_input_prefix(job_id)
+        prompt = rewrite_media_refs(workflow, media)
         for name, sha in media.items():
-            self.blobs.link_into(sha, input_dir / name)
+            self.blobs.link_into(sha, self.dirs.input / input_prefix(sha) / name)
         run = Run(job_id=job_id, prompt_id=str(uuid.uuid4()), prompt=prompt,
                   number=self._seq - priority * 1_000_000, targets=targets,
-                  url_prefix=url_prefix)
+                  url_prefix=url_prefix, inputs=frozenset(media.values()),
+                  extra_data={k: v for k, v in (extra_data or {}).items()
+                              if k != "client_id"})
         self._runs[job_id] = run
         self._by_prompt[run.prompt_id] = run
         try:
@@ -170,14 +175,17 @@ class Runner:
         assert self.client is not None
         await self.client.queue_prompt(run.prompt, prompt_id=run.prompt_id,
                                        client_id=self.client_id, number=run.number,
-                                       partial_execution_targets=run.targets)
+                                       partial_execution_targets=run.targets,
+                                       extra_data=run.extra_data)
 
     def _forget(self, run: Run) -> None:
         self._runs.pop(run.job_id, None)
         self._by_prompt.pop(run.prompt_id, None)
         if self._current is run:
             self._current = None
-        shutil.rmtree(self.dirs.input / job_input_prefix(run.job_id), ignore_errors=True)
+        in_use = {sha for other in self._runs.values() for sha in other.inputs}
+        for sha in run.inputs - in_use:
+            shutil.rmtree(self.dirs.input / input_prefix(sha), ignore_errors=True)
 
     # -- cancelling ---------------------------------------------------------------
 

@@ -126,7 +126,7 @@ class JobService:
             run = await self.runner.submit(
                 job_id, workflow, media, priority=spec.priority,
                 targets=spec.partial_execution_targets,
-                url_prefix=f"/v1/jobs/{job_id}/outputs")
+                url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
         except BaseException:
             self.jobs.pop(job_id, None)
             self.store.remove(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ from PIL import Image
 from comfy_remote_exec.errors import BadRequest, PayloadTooLarge
 from comfy_remote_exec.protocol import FAILED, InputOverride
 from comfy_remote_exec.worker.blobs import BlobStore
+from comfy_remote_exec.worker.comfyui_nodes.remote_exec_worker import user_prompt
 from comfy_remote_exec.worker.events import translate
 from comfy_remote_exec.worker.jobs import Job, JobStore
 from comfy_remote_exec.worker.media import check_content
@@ -211,12 +213,17 @@ def test_overrides_and_media_rewrite() -> None:
             "5": {"class_type": "LoadImageOutput", "inputs": {"image": "c.png [output]"}}}
     out = apply_overrides(flow, [InputOverride("3", "n", 5)], {})
     assert out["3"]["inputs"]["n"] == 5 and flow["3"]["inputs"]["n"] == 1
-    rewrite_media_refs(out, ["a.png", "sub/b.png", "[output]/a.png"], "job1")
-    assert out["1"]["inputs"]["image"] == "remote_exec/job1/a.png [input]"
-    assert out["2"]["inputs"]["image"] == "remote_exec/job1/sub/b.png"
-    assert out["4"]["inputs"]["image"] == "remote_exec/job1/[output]/a.png [input]"
+    original = copy.deepcopy(out)
+    sha_a, sha_b = "a" * 64, "b" * 64
+    rewrite_media_refs(out, {"a.png": sha_a, "sub/b.png": sha_b, "[output]/a.png": sha_b})
+    assert out["1"]["inputs"]["image"] == f"remote_exec/{sha_a}/a.png [input]"
+    assert out["2"]["inputs"]["image"] == f"remote_exec/{sha_b}/sub/b.png"
+    assert out["4"]["inputs"]["image"] == f"remote_exec/{sha_b}/[output]/a.png [input]"
     assert out["5"]["inputs"]["image"] == "c.png [output]", "not shipped: the worker's own"
     assert out["3"]["inputs"]["text"] == "a.png is a file"
+    # The worker's ComfyUI hook gives nodes that save the prompt the user's own values.
+    assert user_prompt(out) == original
+    assert json.dumps(user_prompt(out)) == json.dumps(original), "same keys, same order"
     with pytest.raises(BadRequest, match="not in the workflow"):
         apply_overrides(flow, [InputOverride("9", "n", 1)], {})
 

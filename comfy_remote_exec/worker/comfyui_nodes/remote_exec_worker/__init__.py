@@ -1,0 +1,65 @@
+"""Loaded into the worker's own ComfyUI (never the user's): small hooks, no nodes.
+
+The worker points shipped inputs at content-addressed paths
+(`remote_exec/<sha256>/photo.png`) so jobs never share a file and ComfyUI's
+cache still recognises the same bytes. Nodes that save the `prompt` as
+metadata (SaveImage's PNG chunk, SaveAnimatedWEBP, SaveVideo, ...) read it
+from `DynamicPrompt.get_original_prompt()`. This hook gives them the
+prompt as the user wrote it: each node's `_meta["remote_exec_user_inputs"]`
+holds the user's own values, put back here and then dropped. So a file saved
+remotely carries the same metadata as one saved locally.
+
+Self-contained on purpose: it runs in ComfyUI's Python, which need not have
+comfy_remote_exec's dependencies.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+USER_VALUES = "remote_exec_user_inputs"  # keep equal to worker.prepare.USER_VALUES
+
+NODE_CLASS_MAPPINGS: dict[str, Any] = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+
+
+def user_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+    """`prompt` with every node's user values restored and our `_meta` key removed."""
+    if not any(isinstance(n, dict) and USER_VALUES in (n.get("_meta") or {})
+               for n in prompt.values()):
+        return prompt
+    restored = copy.deepcopy(prompt)
+    for node in restored.values():
+        meta = node.get("_meta") if isinstance(node, dict) else None
+        if not isinstance(meta, dict) or USER_VALUES not in meta:
+            continue
+        node.setdefault("inputs", {}).update(meta.pop(USER_VALUES) or {})
+        if not meta:
+            del node["_meta"]
+    return restored
+
+
+def _install() -> None:
+    try:
+        from comfy_execution import graph
+    except ImportError:  # imported outside ComfyUI (the unit tests): nothing to hook
+        return
+    cls = graph.DynamicPrompt
+    if getattr(cls, "_remote_exec_hooked", False):
+        return
+    original = cls.get_original_prompt
+
+    def get_original_prompt(self: Any) -> Any:
+        prompt = original(self)
+        cached = getattr(self, "_remote_exec_user_prompt", None)
+        if cached is None or cached[0] is not prompt:
+            cached = (prompt, user_prompt(prompt) if isinstance(prompt, dict) else prompt)
+            self._remote_exec_user_prompt = cached
+        return cached[1]
+
+    cls.get_original_prompt = get_original_prompt
+    cls._remote_exec_hooked = True
+
+
+_install()
