@@ -68,7 +68,7 @@ async def overhead(stack: HttpStack, runs: int, make: Callable[[int], dict[str, 
     """Extension (local backend) against a direct POST to the worker's ComfyUI, interleaved."""
     fresh = Counter()
     async with aiohttp.ClientSession() as session:
-        direct = LocalClient(stack.comfy_url, session)
+        direct = LocalClient(stack.comfy_url, session, remote=False)
         remote = LocalClient(stack.local.url, session)
         await direct.connect()
         await remote.connect()

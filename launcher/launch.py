@@ -4,11 +4,18 @@
     python launcher/launch.py --backend local|http|runpod|modal [options] [-- ComfyUI args]
 
 Standard library only until ComfyUI's own Python takes over: it finds ComfyUI
-(--comfyui, COMFYUI_PATH, ~/comfy/ComfyUI, ~/ComfyUI), installs this
-package's requirements into ComfyUI's environment when they are missing, and
-loads the extension through a generated extra-paths file, so nothing is
-copied into the user's ComfyUI. Remote mode is on by default whenever a
+(--comfyui, COMFYUI_PATH, ~/comfy/ComfyUI, ~/ComfyUI) or offers to install one
+with comfy-cli, installs this package's requirements into ComfyUI's
+environment when they are missing, adds --cpu when ComfyUI's torch sees no
+GPU, and loads the extension through a generated extra-paths file, so nothing
+is copied into the user's ComfyUI. Remote mode is on by default whenever a
 backend is given; the ComfyUI setting "RemoteExec.Enabled" overrides it.
+Once ComfyUI answers, the launcher checks that the extension loaded, and says
+so (or why not) in one line; a ComfyUI that fails to start is reported with
+its last log lines.
+
+Exit codes: 2 no ComfyUI, 3 the local worker failed to start, 4 ComfyUI failed
+to start or to load the extension, 5 setting up ComfyUI's environment failed.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +32,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from comfy_remote_exec import local_comfy  # noqa: E402
+from comfy_remote_exec.comfy_env import ComfyEnvError, device_args, ensure_requirements  # noqa: E402
+from comfy_remote_exec.comfy_install import (  # noqa: E402
+    ComfyInstallError,
+    default_workspace,
+    install_comfyui,
+)
 from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui  # noqa: E402
 from comfy_remote_exec.envvars import BACKENDS, ENV_DOC  # noqa: E402
 from comfy_remote_exec.worker.spawn import (  # noqa: E402
@@ -34,7 +49,6 @@ from comfy_remote_exec.worker.spawn import (  # noqa: E402
     worker_command,
 )
 
-REQUIRED_IMPORTS = "import aiohttp, httpx, yaml, platformdirs, PIL"
 # ComfyUI options that belong to the local ComfyUI only, never to a local worker.
 LOCAL_ONLY = {"--base-directory", "--port", "--listen", "--output-directory",
               "--input-directory", "--temp-directory", "--user-directory",
@@ -72,21 +86,61 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="start with remote mode off (toggle it in the settings)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not install missing requirements into ComfyUI's Python")
+    parser.add_argument("--install-comfyui", action="store_true",
+                        help="when no ComfyUI is found, install one with comfy-cli without "
+                             "asking (into --comfyui DIR, else ~/comfy/ComfyUI)")
+    parser.add_argument("--comfyui-url", metavar="URL",
+                        help="where comfy-cli gets ComfyUI from (its --url: a git URL or a "
+                             "local path, optionally URL@branch)")
+    parser.add_argument("--comfy-cli-args", metavar="ARGS", default="",
+                        help="more arguments for `comfy install`, as one string, e.g. "
+                             "--comfy-cli-args='--skip-manager --fast-deps'")
     args = parser.parse_args(argv)
     args.comfy_args = comfy_args
     return args
 
 
-def ensure_requirements(install: ComfyInstall, allowed: bool) -> None:
-    python = str(install.python)
-    if subprocess.run([python, "-c", REQUIRED_IMPORTS], capture_output=True).returncode == 0:
-        return
-    if not allowed:
-        raise SystemExit(f"ComfyUI's Python ({python}) lacks this extension's requirements; "
-                         f"install them with: {python} -m pip install -r {REPO/'requirements.txt'}")
-    print(f"[launcher] installing requirements into {python}", file=sys.stderr)
-    subprocess.run([python, "-m", "pip", "install", "-r", str(REPO / "requirements.txt")],
-                   check=True)
+def say(line: str) -> None:
+    print(f"[launcher] {line}", file=sys.stderr, flush=True)
+
+
+def install_target(args: argparse.Namespace) -> Path:
+    explicit = args.comfyui or os.environ.get("COMFYUI_PATH")
+    return Path(explicit).expanduser() if explicit else default_workspace()
+
+
+def wants_install(args: argparse.Namespace, target: Path) -> bool:
+    """--install-comfyui, or a yes on an interactive terminal."""
+    if args.install_comfyui:
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        answer = input(f"Install ComfyUI with comfy-cli into {target} now? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def find_or_install(args: argparse.Namespace) -> ComfyInstall | None:
+    try:
+        return find_comfyui(args.comfyui, args.python)
+    except ComfyUINotFound as exc:
+        target = install_target(args)
+        print(exc.message, file=sys.stderr)
+        if target.exists():
+            return None
+        if not wants_install(args, target):
+            print("Or run the launcher with --install-comfyui to have comfy-cli install it "
+                  f"into {target}.", file=sys.stderr)
+            return None
+    try:
+        install_comfyui(target, url=args.comfyui_url, extra=shlex.split(args.comfy_cli_args),
+                        say=say)
+        return find_comfyui(target, args.python)
+    except (ComfyInstallError, ComfyUINotFound) as exc:
+        say(exc.message)
+        return None
 
 
 def ask_state_dir(install: ComfyInstall) -> Path:
@@ -128,15 +182,38 @@ def worker_args(comfy_args: list[str]) -> list[str]:
     return kept
 
 
+def base_directory_ready(comfy_args: list[str]) -> None:
+    """ComfyUI exits at start when its --base-directory has no custom_nodes/ folder."""
+    for i, arg in enumerate(comfy_args):
+        if arg.startswith("--base-directory="):
+            base = arg.split("=", 1)[1]
+        elif arg == "--base-directory" and i + 1 < len(comfy_args):
+            base = comfy_args[i + 1]
+        else:
+            continue
+        (Path(base).expanduser() / "custom_nodes").mkdir(parents=True, exist_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        install = find_comfyui(args.comfyui, args.python)
-    except ComfyUINotFound as exc:
-        print(exc.message, file=sys.stderr)
+    install = find_or_install(args)
+    if install is None:
         return 2
-    ensure_requirements(install, not args.no_install)
-    state = ask_state_dir(install)
+    try:
+        ensure_requirements(install.python, install=not args.no_install, say=say)
+    except ComfyEnvError as exc:
+        say(exc.message)
+        return 5
+    try:
+        state = ask_state_dir(install)
+    except subprocess.CalledProcessError as exc:
+        say(f"ComfyUI's Python could not load this package: {exc.stderr.strip()}")
+        return 5
+    added, note = device_args(install.python, args.comfy_args)
+    if note:
+        say(note)
+    comfy_args = [*added, *args.comfy_args]
+    base_directory_ready(comfy_args)
     env = {**os.environ, "REMOTE_EXEC_BACKEND": args.backend,
            "REMOTE_EXEC_ENABLED": "0" if args.remote_off else "1",
            "REMOTE_EXEC_STATE_DIR": str(state)}
@@ -146,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         env["REMOTE_EXEC_URL"] = args.url or args.endpoint
     worker = None
     comfy = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
     try:
         if args.backend == "local":
             token = secrets.token_urlsafe(24)
@@ -153,34 +231,36 @@ def main(argv: list[str] | None = None) -> int:
             cmd = worker_command(python=install.python, comfyui=install.root,
                                  comfy_python=install.python, base_dir=worker_dir,
                                  port=args.worker_port, token_env="REMOTE_EXEC_WORKER_TOKEN",
-                                 comfy_args=worker_args(args.comfy_args))
-            print(f"[launcher] starting the local worker in {worker_dir}", file=sys.stderr)
+                                 comfy_args=worker_args(comfy_args))
+            say(f"starting the local worker in {worker_dir}")
             worker, url = start_worker(cmd, env={**env, "REMOTE_EXEC_WORKER_TOKEN": token},
                                        sink=echo)
             env.update(REMOTE_EXEC_URL=url, REMOTE_EXEC_TOKEN=token)
         cmd = [str(install.python), str(install.main_py), "--port", str(args.port),
                "--listen", args.listen, "--extra-model-paths-config",
-               str(extension_paths(state)), *args.comfy_args]
-        print(f"[launcher] starting ComfyUI ({args.backend} backend) on "
-              f"http://{args.listen}:{args.port}", file=sys.stderr)
-        comfy = subprocess.Popen(cmd, cwd=str(install.root), env=env)
-        signal.signal(signal.SIGTERM, lambda *_: comfy.terminate() if comfy else None)
-        return comfy.wait()
-    except WorkerStartError as exc:
-        print(f"[launcher] {exc}", file=sys.stderr)
+               str(extension_paths(state)), *comfy_args]
+        url = local_comfy.client_url(args.listen, args.port)
+        say(f"starting ComfyUI ({args.backend} backend) on {url}")
+        comfy = local_comfy.start(cmd, cwd=install.root, env=env, url=url)
+        status = local_comfy.wait_ready(comfy)
+        config = status.get("config") or {}
+        mode = "on" if config.get("enabled", not args.remote_off) else "off"
+        say(f"ready: {url} with comfy-remote-exec (remote mode {mode}, "
+            f"{config.get('backend', args.backend)} backend)")
+        return comfy.proc.wait()
+    except WorkerStartError:
+        say("the local worker did not start (its output is above)")
         return 3
+    except local_comfy.ComfyStartError as exc:
+        say(str(exc))
+        return 4
     except KeyboardInterrupt:
         return 130
     finally:
-        if comfy is not None and comfy.poll() is None:
-            comfy.terminate()
-            try:
-                comfy.wait(30)
-            except subprocess.TimeoutExpired:
-                comfy.kill()
+        if comfy is not None:
+            local_comfy.stop(comfy)
         if worker is not None:
             stop_worker(worker)
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

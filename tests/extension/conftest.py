@@ -20,23 +20,27 @@ from typing import Any
 import aiohttp
 import pytest
 
+from comfy_remote_exec.comfy_env import ensure_requirements
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
 from ..conftest import TOKEN, WorkerHandle, prepare_worker_base
 
 REPO = Path(__file__).resolve().parents[2]
-COMFY_READY = "To see the GUI go to:"
+# The launcher prints this once ComfyUI answers and the extension's routes are there.
+LAUNCHER_READY = "[launcher] ready: "
 
 
 def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
                 extension: bool = True, args: tuple[str, ...] = ()) -> ComfyProcess:
     """A local ComfyUI with its own base directory, with or without the extension linked
-    into its custom_nodes (the launcher's way is `launch`; this one is for finer control)."""
+    into its custom_nodes (the launcher's way is `launch`; this one is for finer control).
+    The extension's requirements go into ComfyUI's Python as the launcher installs them."""
     nodes = base / "custom_nodes"
     nodes.mkdir(parents=True, exist_ok=True)
     link = nodes / "comfy-remote-exec"
     if extension and not link.exists():
+        ensure_requirements(install.python)
         link.symlink_to(REPO)
     return ComfyProcess(ComfyProcessConfig(install=install, base_dir=base,
                                            extra_args=["--cpu", *args], restart=False,
@@ -66,15 +70,17 @@ class Launched:
 
 
 def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,
-           env: dict[str, str] | None = None, comfy_args: tuple[str, ...] = ()) -> Launched:
-    """Start the launcher; `comfy_args` go to ComfyUI (after its `--`), e.g. a frontend root."""
+           env: dict[str, str] | None = None, comfy_args: tuple[str, ...] = (),
+           cpu: bool = True) -> Launched:
+    """Start the launcher; `comfy_args` go to ComfyUI (after its `--`), e.g. a frontend root.
+    `cpu=False` leaves the device to the launcher's torch probe."""
     local, worker, state = root / "local", root / "worker", root / "state"
     (local / "custom_nodes").mkdir(parents=True, exist_ok=True)
     prepare_worker_base(worker)
     port = free_port()
     cmd = [sys.executable, str(REPO / "launcher" / "launch.py"), "--comfyui", str(comfy.root),
            "--port", str(port), "--worker-dir", str(worker), *launcher_args,
-           "--", "--cpu", "--base-directory", str(local), *comfy_args]
+           "--", *(["--cpu"] if cpu else []), "--base-directory", str(local), *comfy_args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "REMOTE_EXEC_STATE_DIR": str(state),
                                  **(env or {})}, start_new_session=True)
@@ -85,13 +91,13 @@ def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,
         assert proc.stdout is not None
         for line in proc.stdout:
             handle.lines.append(line)
-            if COMFY_READY in line:
+            if line.startswith(LAUNCHER_READY):
                 ready.put(True)
         ready.put(False)
 
     threading.Thread(target=pump, daemon=True).start()
     try:
-        ok = ready.get(timeout=180)
+        ok = ready.get(timeout=300)
     except queue.Empty:
         ok = False
     if not ok:
@@ -127,14 +133,21 @@ class Message:
 
 
 class LocalClient:
-    """What a ComfyUI API client does: a WebSocket with a client_id, and POST /api/prompt."""
+    """What a ComfyUI API client does: a WebSocket with a client_id, and POST /api/prompt.
+
+    Each accepted prompt is checked against the extension's record of remote jobs:
+    `remote=True` (the default) asserts that it went remote, `remote=False` that it
+    ran locally, so a test never passes on a silent local run. Set per client or per
+    `post`/`run`.
+    """
 
     def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str | None = None,
-                 preview_metadata: bool = True) -> None:
+                 preview_metadata: bool = True, remote: bool = True) -> None:
         self.url = url
         self.session = session
         self.client_id = client_id or uuid.uuid4().hex
         self.preview_metadata = preview_metadata
+        self.remote = remote
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -161,12 +174,23 @@ class LocalClient:
         if self._task is not None:
             self._task.cancel()
 
-    async def post(self, prompt: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    async def post(self, prompt: dict[str, Any], remote: bool | None = None,
+                   **extra: Any) -> dict[str, Any]:
         body = {"prompt": prompt, "client_id": self.client_id, **extra}
         async with self.session.post(f"{self.url}/api/prompt", json=body) as resp:
             answer = await resp.json()
             assert resp.status == 200, answer
-            return dict(answer)
+        await self.assert_where(answer["prompt_id"], self.remote if remote is None else remote)
+        return dict(answer)
+
+    async def assert_where(self, prompt_id: str, remote: bool) -> None:
+        """The prompt is (or is not) one of the extension's remote jobs."""
+        async with self.session.get(f"{self.url}/remote_exec/jobs/{prompt_id}") as resp:
+            found = resp.status
+        assert found == (200 if remote else 404), (
+            f"prompt {prompt_id} should run {'remotely' if remote else 'locally'}, but "
+            f"GET /remote_exec/jobs/{prompt_id} answered {found}"
+            + (" (did the extension fail to load?)" if remote else ""))
 
     async def until_end(self, prompt_id: str, timeout: float = 90.0,
                         on: Any = None) -> list[Message]:
@@ -187,9 +211,9 @@ class LocalClient:
         await asyncio.wait_for(collect(), timeout)
         return seen
 
-    async def run(self, prompt: dict[str, Any], timeout: float = 90.0, **extra: Any
-                  ) -> tuple[str, list[Message]]:
-        prompt_id = (await self.post(prompt, **extra))["prompt_id"]
+    async def run(self, prompt: dict[str, Any], timeout: float = 90.0,
+                  remote: bool | None = None, **extra: Any) -> tuple[str, list[Message]]:
+        prompt_id = (await self.post(prompt, remote, **extra))["prompt_id"]
         return prompt_id, await self.until_end(prompt_id, timeout)
 
     async def get(self, path: str) -> Any:
@@ -198,11 +222,11 @@ class LocalClient:
 
 
 @contextlib.asynccontextmanager
-async def connected(url: str, client_id: str | None = None,
-                    preview_metadata: bool = True) -> AsyncIterator[LocalClient]:
+async def connected(url: str, client_id: str | None = None, preview_metadata: bool = True,
+                    remote: bool = True) -> AsyncIterator[LocalClient]:
     """A `LocalClient` with its own HTTP session and an open WebSocket."""
     async with aiohttp.ClientSession() as session:
-        client = LocalClient(url, session, client_id, preview_metadata)
+        client = LocalClient(url, session, client_id, preview_metadata, remote)
         await client.connect()
         try:
             yield client

@@ -234,7 +234,8 @@ async def test_remote_off_runs_locally_with_the_same_output(
     flow["1"]["inputs"]["color"] = 123456
     _, remote_msgs = await client.run(flow)
     local_prompts = launched.local_lines().count("got prompt\n")
-    local_id, local_msgs = await client.run(flow, extra_data={"remote_exec": False})
+    local_id, local_msgs = await client.run(flow, remote=False,
+                                            extra_data={"remote_exec": False})
     assert launched.local_lines().count("got prompt\n") == local_prompts + 1
     [remote_out] = executed(remote_msgs)[0]["output"]["images"]
     [local_out] = executed(local_msgs)[0]["output"]["images"]
