@@ -1,4 +1,10 @@
-"""Shared fixtures: a real ComfyUI (or a skip saying how to get one) and a worker on it."""
+"""Shared fixtures: a real ComfyUI (or a skip saying how to get one) and a worker on it.
+
+`comfy_install` is a session fixture with one param per ComfyUI under test
+(`COMFYUI_PATHS`, see tests/installs.py). Every session fixture built on it is
+per install too: pytest runs one install's tests together and tears its
+fixtures (workers, launched ComfyUIs) down before the next install's start.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +19,23 @@ from typing import Any
 import httpx
 import pytest
 
-from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui
+from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.spawn import start_worker as start_worker_process
 from comfy_remote_exec.worker.spawn import stop_worker as stop_worker_process
 from comfy_remote_exec.worker.spawn import worker_command
 
 from .helpers import FIXTURES, sse_events, write_tiny_upscaler
+from .installs import comfy_params
 
 TOKEN = "test-token-not-a-secret"
 
 
-@pytest.fixture(scope="session")
-def comfy_install() -> ComfyInstall:
-    try:
-        return find_comfyui()
-    except ComfyUINotFound as exc:
-        pytest.skip(f"needs a real ComfyUI: {exc.message}")
+@pytest.fixture(scope="session", params=comfy_params())
+def comfy_install(request: pytest.FixtureRequest) -> ComfyInstall:
+    if isinstance(request.param, str):
+        pytest.skip(request.param)
+    install: ComfyInstall = request.param
+    return install
 
 
 def prepare_worker_base(base: Path) -> None:
