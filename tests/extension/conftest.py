@@ -25,6 +25,7 @@ from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
 from ..conftest import TOKEN, WorkerHandle, prepare_worker_base
+from .frontends import NEWEST, PINNED, FrontendUnavailable, frontend_root, serves_jobs_api
 
 REPO = Path(__file__).resolve().parents[2]
 # The launcher prints this once ComfyUI answers and the extension's routes are there.
@@ -121,6 +122,29 @@ def stop(handle: Launched) -> None:
 def launched(comfy_install: ComfyInstall, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[Launched]:
     handle = launch(comfy_install, tmp_path_factory.mktemp("launched"))
+    yield handle
+    stop(handle)
+
+
+@pytest.fixture(scope="session", params=[PINNED, NEWEST])
+def ui(request: pytest.FixtureRequest, comfy_install: ComfyInstall,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    """A launched ComfyUI per frontend for the browser tests: the session's own
+    (`launched`) for the frontend the ComfyUI pins, one more with `--front-end-root`
+    for the newest release (installed with pip into pytest's cache)."""
+    if request.param == PINNED:
+        yield request.getfixturevalue("launched")
+        return
+    if not serves_jobs_api(comfy_install):
+        pytest.skip(f"frontend {request.param} needs a ComfyUI that serves /api/jobs (0.26+)")
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    try:
+        root = frontend_root(request.param, cache.mkdir("comfyui-frontend") if cache else
+                             tmp_path_factory.mktemp("comfyui-frontend"))
+    except FrontendUnavailable as exc:
+        pytest.skip(str(exc))
+    handle = launch(comfy_install, tmp_path_factory.mktemp("frontend"),
+                    comfy_args=("--front-end-root", str(root)))
     yield handle
     stop(handle)
 
