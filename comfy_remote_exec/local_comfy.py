@@ -121,14 +121,14 @@ def wait_ready(comfy: LocalComfy, timeout: float = START_TIMEOUT) -> dict[str, A
             raise ComfyStartError(f"ComfyUI exited with code {code} before it was ready. "
                                   f"Its last log lines:\n{tail}")
         status, body = _get(f"{comfy.url}/remote_exec/status")
-        if status == 200:
-            return body if isinstance(body, dict) else {}
-        if status:
+        if status == 404:
             raise ComfyStartError(
                 f"ComfyUI is up but comfy-remote-exec did not load (GET /remote_exec/status "
                 f"answered {status}), so nothing would run remotely: see the "
                 "'Cannot import ... comfy-remote-exec' and 'IMPORT FAILED' lines in ComfyUI's "
                 "log above.")
+        if status:  # the route is there (an error answer still means the extension loaded)
+            return body if status == 200 and isinstance(body, dict) else {}
         if time.monotonic() > deadline:
             raise ComfyStartError(f"ComfyUI did not answer at {comfy.url} within "
                                   f"{timeout:.0f} s")
