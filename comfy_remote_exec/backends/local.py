@@ -9,6 +9,7 @@ from the worker's exactly as with a real remote, and `close()` stops it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import subprocess
@@ -23,6 +24,8 @@ from ..errors import RemoteUnavailable
 from ..protocol import Event, JobSpec, OutputFile
 from ..worker.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from .http import HttpBackend
+
+log = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -56,6 +59,14 @@ class LocalBackend:
                     raise RemoteUnavailable(str(exc), code="local_worker_failed") from None
                 self._http = HttpBackend(url, self.token, self.client)
         return self._http
+
+    async def warm_up(self) -> None:
+        """Start the worker now (if this backend starts its own); failures wait for a job,
+        which reports them."""
+        try:
+            await self._backend()
+        except RemoteUnavailable as exc:
+            log.warning("the local worker did not start: %s", exc)
 
     async def missing_blobs(self, hashes: list[str]) -> list[str]:
         return await (await self._backend()).missing_blobs(hashes)

@@ -106,6 +106,21 @@ class ComfyHost:
     def has_jobs_api(self) -> bool:
         return _validate_job_id is not None
 
+    def cache_args(self) -> list[str]:
+        from comfy.cli_args import args
+
+        flags = []
+        if getattr(args, "cache_lru", 0):
+            flags += ["--cache-lru", str(args.cache_lru)]
+        for name in ("cache_classic", "cache_none"):
+            if getattr(args, name, False):
+                flags.append("--" + name.replace("_", "-"))
+        ram = getattr(args, "cache_ram", None)  # v0.26: a list of GB (empty: not given)
+        if ram:
+            flags += ["--cache-ram", *(str(v) for v in ram)] if isinstance(ram, list) \
+                else ["--cache-ram", str(ram)]
+        return flags
+
     def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
         queue = self.server.prompt_queue
         with queue.mutex:

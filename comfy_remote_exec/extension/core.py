@@ -10,8 +10,10 @@ and model files this machine lacks are left to the remote (`validation`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from ..config import (
     resolve,
     token_for,
 )
+from ..errors import RemoteExecError
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
@@ -77,6 +80,7 @@ class RemoteExec:
         self.env = dict(os.environ if env is None else env)
         self.secrets_path = config_path(self.env)
         self.journal = Journal(state / "journal")
+        self._warming: asyncio.Task[None] | None = None
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
                                      lambda: self.config().parallel, self._output_landed)
@@ -105,9 +109,11 @@ class RemoteExec:
         return self.backends[key]
 
     def _make_backend(self, name: str, url: str | None, token: str | None) -> Backend:
-        if name == "local":
+        if name == "local":  # a worker of our own: it caches as this ComfyUI does
+            worker_args = shlex.split(self.env.get("REMOTE_EXEC_WORKER_ARGS", ""))
             return LocalBackend(url=url, comfyui=self.host.comfyui_root,
-                                worker_dir=self.state / "worker", token=token)
+                                worker_dir=self.state / "worker", token=token,
+                                comfy_args=[*worker_args, *self.host.cache_args()])
         if name in ("http", "modal"):
             if not url:
                 raise ConfigError(f"the {name} backend needs an endpoint URL: set "
@@ -207,9 +213,21 @@ class RemoteExec:
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Resume the journal's jobs; with remote mode on, warm the `local` worker up now,
+        so the first Run does not wait for its ComfyUI to start (a local run would not)."""
         self.dispatcher.resume(self.journal.unfinished())
+        try:
+            cfg = self.config()
+            backend = self.backend(cfg.backend, cfg.url, cfg.token) if cfg.enabled else None
+        except RemoteExecError as exc:
+            log.warning("remote execution is not ready: %s", exc.message)
+            return
+        if isinstance(backend, LocalBackend):
+            self._warming = asyncio.get_running_loop().create_task(backend.warm_up())
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         await self.dispatcher.close()
         for backend in self.backends.values():
             try:

@@ -58,6 +58,10 @@ class Host(Protocol):
         node type this ComfyUI lacks: then only the remote can judge it."""
         ...
 
+    def cache_args(self) -> list[str]:
+        """This ComfyUI's cache flags (`--cache-lru N`...), for a worker on this machine."""
+        ...
+
     def has_jobs_api(self) -> bool:
         """Whether this ComfyUI serves `/api/jobs` (v0.26+)."""
         ...

@@ -68,7 +68,8 @@ def test_unknown_node_type_passes_comfyui_validation_through(
         worker: WorkerHandle, untouched: None) -> None:
     error = refused(submit(worker, {"workflow": workflow("unknown_node")}), 400)
     assert "NodeThatDoesNotExist" in error["message"]
-    assert error["details"]["error"]["type"] == "invalid_prompt"
+    # ComfyUI's own type for it: `invalid_prompt` before v0.26, `missing_node_type` since.
+    assert error["details"]["error"]["type"] in ("invalid_prompt", "missing_node_type")
     assert "node_errors" in error["details"]
 
 
