@@ -97,6 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "--comfy-cli-args='--skip-manager --fast-deps'")
     args = parser.parse_args(argv)
     args.comfy_args = comfy_args
+    try:
+        args.comfy_cli_args = shlex.split(args.comfy_cli_args)
+    except ValueError as exc:
+        parser.error(f"--comfy-cli-args: {exc}")
     return args
 
 
@@ -135,8 +139,7 @@ def find_or_install(args: argparse.Namespace) -> ComfyInstall | None:
                   f"into {target}.", file=sys.stderr)
             return None
     try:
-        install_comfyui(target, url=args.comfyui_url, extra=shlex.split(args.comfy_cli_args),
-                        say=say)
+        install_comfyui(target, url=args.comfyui_url, extra=args.comfy_cli_args, say=say)
         return find_comfyui(target, args.python)
     except (ComfyInstallError, ComfyUINotFound) as exc:
         say(exc.message)
@@ -263,4 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_worker(worker)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C while installing: no traceback either
+        raise SystemExit(130) from None
