@@ -38,11 +38,6 @@ class ComfyInstallError(RemoteExecError):
     code = "comfyui_install_failed"
 
 
-def default_workspace(home: Path | None = None) -> Path:
-    """comfy-cli's default workspace on Linux, the first place discovery looks by default."""
-    return (Path.home() if home is None else home) / "comfy" / "ComfyUI"
-
-
 def device_flag() -> str:
     """The comfy-cli flag for this machine's accelerator, judged without torch."""
     if sys.platform == "darwin":

@@ -58,6 +58,11 @@ def _venv_python(root: Path) -> Path | None:
     return None
 
 
+def default_workspace(home: Path | None = None) -> Path:
+    """comfy-cli's default workspace on Linux; the launcher installs ComfyUI there."""
+    return (Path.home() if home is None else home) / "comfy" / "ComfyUI"
+
+
 def candidates(explicit: str | os.PathLike[str] | None = None,
                env: Mapping[str, str] | None = None,
                home: Path | None = None) -> list[tuple[str, Path]]:
@@ -69,7 +74,7 @@ def candidates(explicit: str | os.PathLike[str] | None = None,
         found.append(("--comfyui", Path(explicit).expanduser()))
     if env.get("COMFYUI_PATH"):
         found.append(("COMFYUI_PATH", Path(env["COMFYUI_PATH"]).expanduser()))
-    found.append(("comfy-cli default", home / "comfy" / "ComfyUI"))
+    found.append(("comfy-cli default", default_workspace(home)))
     found.append(("home", home / "ComfyUI"))
     return found
 

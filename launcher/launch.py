@@ -34,12 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from comfy_remote_exec import local_comfy  # noqa: E402
 from comfy_remote_exec.comfy_env import ComfyEnvError, device_args, ensure_requirements  # noqa: E402
-from comfy_remote_exec.comfy_install import (  # noqa: E402
-    ComfyInstallError,
+from comfy_remote_exec.comfy_install import ComfyInstallError, install_comfyui  # noqa: E402
+from comfy_remote_exec.discovery import (  # noqa: E402
+    ComfyInstall,
+    ComfyUINotFound,
     default_workspace,
-    install_comfyui,
+    find_comfyui,
 )
-from comfy_remote_exec.discovery import ComfyInstall, ComfyUINotFound, find_comfyui  # noqa: E402
 from comfy_remote_exec.envvars import BACKENDS, ENV_DOC  # noqa: E402
 from comfy_remote_exec.worker.spawn import (  # noqa: E402
     WorkerStartError,

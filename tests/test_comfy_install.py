@@ -10,7 +10,6 @@ import pytest
 from comfy_remote_exec.comfy_install import (
     ComfyInstallError,
     comfy_cli_env,
-    default_workspace,
     device_flag,
     install_comfyui,
     install_command,
@@ -34,10 +33,6 @@ def test_comfy_cli_runs_outside_any_active_environment() -> None:
     env = comfy_cli_env({"VIRTUAL_ENV": "/v", "CONDA_PREFIX": "/c", "PATH": "/bin"})
     assert env == {"PATH": "/bin", "DO_NOT_TRACK": "1"}
     assert comfy_cli_env({"DO_NOT_TRACK": "0"})["DO_NOT_TRACK"] == "0"
-
-
-def test_default_workspace_is_comfy_clis(tmp_path: Path) -> None:
-    assert default_workspace(tmp_path) == tmp_path / "comfy" / "ComfyUI"
 
 
 def test_an_existing_folder_is_never_installed_over(tmp_path: Path) -> None:

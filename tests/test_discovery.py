@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_remote_exec.discovery import ComfyUINotFound, find_comfyui, main
+from comfy_remote_exec.discovery import ComfyUINotFound, default_workspace, find_comfyui, main
 
 
 def fake_install(root: Path, venv: str | None = ".venv") -> Path:
@@ -31,6 +31,7 @@ def test_order_explicit_env_cli_default_home(tmp_path: Path) -> None:
     assert find_comfyui(explicit, env=env, home=home).root == explicit.resolve()
     assert find_comfyui(None, env=env, home=home).root == env_dir.resolve()
     assert find_comfyui(None, env={}, home=home).root == cli.resolve()
+    assert cli == default_workspace(home)  # where the launcher has comfy-cli install it
     shutil.rmtree(cli)
     found = find_comfyui(None, env={}, home=home)
     assert found.root == plain.resolve() and found.python.parent.parent.name == "venv"
