@@ -38,6 +38,21 @@ def comfy_install(request: pytest.FixtureRequest) -> ComfyInstall:
     return install
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run one install's tests after the other, keeping pytest's order within each.
+
+    pytest's own grouping of parametrized session fixtures (it runs before this
+    hook) can alternate installs when another session fixture has params too (the
+    browser test's frontends), and each switch restarts that install's workers and
+    ComfyUIs. Tests that use no ComfyUI go first."""
+    def install_index(item: pytest.Item) -> int:
+        callspec = getattr(item, "callspec", None)
+        return int(callspec.indices.get("comfy_install", -1)) if callspec else -1
+
+    items.sort(key=install_index)
+
+
 def prepare_worker_base(base: Path) -> None:
     """A worker base directory: the tiny upscaler and the test nodes, nothing else."""
     write_tiny_upscaler(base / "models" / "upscale_models" / "tiny_compact_x2.safetensors")
