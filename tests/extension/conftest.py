@@ -22,6 +22,7 @@ import pytest
 
 from comfy_remote_exec.comfy_env import ensure_requirements
 from comfy_remote_exec.discovery import ComfyInstall
+from comfy_remote_exec.plaintext import strip_ansi
 from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
 from ..conftest import TOKEN, WorkerHandle, prepare_worker_base
@@ -68,6 +69,12 @@ class Launched:
     def local_lines(self) -> list[str]:
         """Output of the local ComfyUI and launcher (the worker's is prefixed)."""
         return [line for line in self.lines if not line.startswith("[worker]")]
+
+    def prompts_logged(self) -> int:
+        """How often the local ComfyUI's own /prompt handler ran ("got prompt", a line
+        whose prefix v0.26 colours)."""
+        return sum(strip_ansi(line).rstrip().endswith("got prompt")
+                   for line in self.local_lines())
 
 
 def launch(comfy: ComfyInstall, root: Path, *launcher_args: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def assert_landed(launched: Launched, messages: list[Message], history: dict) ->
 async def test_workflow_runs_remotely(launched: Launched, client: LocalClient,
                                       name: str) -> None:
     flow = workflow(name)
-    local_prompts = launched.local_lines().count("got prompt\n")
+    local_prompts = launched.prompts_logged()
     prompt_id, messages = await client.run(flow)
     kinds = types_of(messages, prompt_id)
     assert "execution_start" in kinds and "execution_success" in kinds, kinds
@@ -78,7 +79,7 @@ async def test_workflow_runs_remotely(launched: Launched, client: LocalClient,
     else:
         assert paths and all(p.is_relative_to(launched.local / "output") for p in paths)
     # ComfyUI's own /prompt handler logs "got prompt" first thing; it never ran.
-    assert launched.local_lines().count("got prompt\n") == local_prompts
+    assert launched.prompts_logged() == local_prompts
 
 
 async def test_input_in_subfolder_is_shipped_once(launched: Launched,
@@ -147,12 +148,13 @@ async def test_client_prompt_id_number_and_partial_targets(launched: Launched,
     flow["1"]["inputs"]["color"] = 0x0F0F0F
     flow["4"] = {"class_type": "SaveImage",
                  "inputs": {"images": ["1", 0], "filename_prefix": "untargeted"}}
-    answer = await client.post(flow, prompt_id="my-own-id-1", number=7,
+    own_id = str(uuid.uuid4())  # ComfyUI v0.26 takes only canonical UUIDs
+    answer = await client.post(flow, prompt_id=own_id, number=7,
                                partial_execution_targets=["3"])
-    assert answer == {"prompt_id": "my-own-id-1", "number": 7.0, "node_errors": {}}
-    messages = await client.until_end("my-own-id-1")
+    assert answer == {"prompt_id": own_id, "number": 7.0, "node_errors": {}}
+    messages = await client.until_end(own_id)
     assert [m.data["node"] for m in messages if m.type == "executed"] == ["3"]
-    history = (await client.get("/history/my-own-id-1"))["my-own-id-1"]
+    history = (await client.get(f"/history/{own_id}"))[own_id]
     assert history["prompt"][0] == 7.0 and list(history["outputs"]) == ["3"]
 
 
@@ -233,10 +235,10 @@ async def test_remote_off_runs_locally_with_the_same_output(
     flow = workflow("invert")
     flow["1"]["inputs"]["color"] = 123456
     _, remote_msgs = await client.run(flow)
-    local_prompts = launched.local_lines().count("got prompt\n")
+    local_prompts = launched.prompts_logged()
     local_id, local_msgs = await client.run(flow, remote=False,
                                             extra_data={"remote_exec": False})
-    assert launched.local_lines().count("got prompt\n") == local_prompts + 1
+    assert launched.prompts_logged() == local_prompts + 1
     [remote_out] = executed(remote_msgs)[0]["output"]["images"]
     [local_out] = executed(local_msgs)[0]["output"]["images"]
     remote_file = launched.local / "output" / remote_out["filename"]
