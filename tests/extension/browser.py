@@ -123,6 +123,21 @@ async def click_run(page: Any) -> None:
     await page.get_by_role("button", name="Run", exact=True).first.click()
 
 
+async def post_prompt(page: Any, flow: dict[str, Any]) -> str:
+    """POST an API-format prompt on this page's own client id, as an API client sharing
+    the page's connection would; the page gets its events. Answers the prompt_id."""
+    await page.evaluate("() => { window.__events.length = 0 }")
+    return str(await page.evaluate("""async (flow) => {
+      const api = window.comfyAPI.api.api;
+      const resp = await api.fetchApi("/prompt", {method: "POST",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({prompt: flow, client_id: api.clientId})});
+      const body = await resp.json();
+      if (!resp.ok) throw new Error(`POST /prompt: ${resp.status} ${JSON.stringify(body)}`);
+      return body.prompt_id;
+    }""", flow))
+
+
 async def started(page: Any, timeout: float = 60_000) -> str:
     """The prompt_id of the run that `click_run` started, once it started."""
     await page.wait_for_function(
