@@ -134,14 +134,20 @@ function showBadge(enabled, backend, state, detail) {
   render();
 }
 
-async function refreshBadge() {
-  const enabled = setting("RemoteExec.Enabled") ?? initial.enabled ?? false;
-  const backend = setting("RemoteExec.Backend") ?? initial.backend ?? "local";
+let refreshes = 0;  // only the newest refresh may draw: health answers can cross
+
+// `changed` carries a value from a setting's onChange, which frontends call before
+// they store the new value.
+async function refreshBadge(changed = {}) {
+  const ticket = ++refreshes;
+  const enabled = changed.enabled ?? setting("RemoteExec.Enabled") ?? initial.enabled ?? false;
+  const backend = changed.backend ?? setting("RemoteExec.Backend") ?? initial.backend ?? "local";
   if (!enabled) {
     showBadge(false, backend, "off", "off: Run executes on this machine");
     return;
   }
   const health = await fetchJson("/remote_exec/health");
+  if (ticket !== refreshes) return;
   if (!health) {
     showBadge(true, backend, "error", "cannot reach this ComfyUI's extension");
   } else if (!health.ok) {
@@ -202,7 +208,7 @@ app.registerExtension({
       type: "combo",
       options: BACKENDS,
       defaultValue: BACKENDS.includes(initial.backend) ? initial.backend : "local",
-      onChange: () => refreshBadge(),
+      onChange: (backend) => refreshBadge({ backend }),
     },
     {
       id: "RemoteExec.Enabled",
@@ -211,13 +217,13 @@ app.registerExtension({
       tooltip: "When on, Run executes on the chosen backend; outputs land in output/ as usual.",
       type: "boolean",
       defaultValue: Boolean(initial.enabled),
-      onChange: () => refreshBadge(),
+      onChange: (enabled) => refreshBadge({ enabled }),
     },
   ],
   async setup() {
     mountBadge();
     api.addEventListener("remote_exec.error", ({ detail }) => toastError(detail));
     await refreshBadge();
-    setInterval(refreshBadge, 15000);
+    setInterval(() => refreshBadge(), 15000);
   },
 });
