@@ -47,7 +47,7 @@ GRAPH_SHAPE = """() => {
   const g = app.graph.serialize();
   return {
     nodes: g.nodes.map((n) => ({
-      id: n.id, type: n.type, mode: n.mode ?? 0,
+      id: n.id, type: n.type, title: n.title ?? null, mode: n.mode ?? 0,
       pos: Array.from(n.pos ?? []).map(Math.round),
       // A node without widgets serializes [] or nothing, depending on how it was made.
       widgets_values: [].concat(n.widgets_values ?? []).length ? n.widgets_values : null,
@@ -57,6 +57,19 @@ GRAPH_SHAPE = """() => {
     links: (g.links ?? []).map((l) => Array.isArray(l) ? l.slice(0, 5) :
       [l.id, l.origin_id, l.origin_slot, l.target_id, l.target_slot]),
   };
+}"""
+
+# What only the workflow chunk of a PNG can bring back (its prompt chunk, the API
+# graph, cannot): a Note node, a node's own title and a place the user chose.
+EDIT_GRAPH = """() => {
+  const note = window.LiteGraph.createNode("Note");
+  note.pos = [40, 420];
+  app.graph.add(note);
+  note.widgets[0].value = "kept only in the workflow chunk";
+  const node = app.graph.getNodeById(2);
+  node.title = "Inverted on purpose";
+  node.pos = [520, 330];
+  app.graph.setDirtyCanvas(true, true);
 }"""
 
 # Fetch an output the way a user saves it, and drop it on ComfyUI (app.handleFile is
@@ -192,7 +205,9 @@ async def test_dropped_remote_output_restores_the_graph(
         ui: Launched, page: Any, request: pytest.FixtureRequest) -> None:
     tag = uuid.uuid4().hex[:6]
     await load_api_workflow(page, invert(f"drop_{tag}", 0x336699), "drop.json")
+    await page.evaluate(EDIT_GRAPH)
     original = await page.evaluate(GRAPH_SHAPE)
+    assert any(node["type"] == "Note" for node in original["nodes"]), original
     outputs = {}
     for remote in (True, False):
         await set_remote(page, remote)
