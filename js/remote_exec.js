@@ -71,7 +71,13 @@ style.textContent = `
 let legacy = null;  // the fallback element, once placed
 
 function hostElement() {
-  return document.querySelector(`button.${HOOK}`) ?? legacy;
+  const button = document.querySelector(`button.${HOOK}`);
+  if (button && legacy) {
+    // The action bar showed up late (it was hidden at start): one badge, not two.
+    legacy.remove();
+    legacy = null;
+  }
+  return button ?? legacy;
 }
 
 function render() {
