@@ -23,8 +23,8 @@ from typing import Any
 import platformdirs
 import yaml
 
-from .envvars import BACKENDS
-from .errors import RemoteExecError
+from .backends import registry
+from .errors import ConfigError
 
 APP = "comfy-remote-exec"
 SETTING_ENABLED = "RemoteExec.Enabled"
@@ -32,11 +32,6 @@ SETTING_BACKEND = "RemoteExec.Backend"
 SETTING_URL = "RemoteExec.EndpointURL"
 SETTING_PARALLEL = "RemoteExec.ParallelJobs"
 
-
-
-class ConfigError(RemoteExecError):
-    code = "config_error"
-    status = 500
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -119,20 +114,20 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
     if enabled is None:
         enabled = _truthy(env.get("REMOTE_EXEC_ENABLED", "0"))
     backend = str(settings.get(SETTING_BACKEND) or env.get("REMOTE_EXEC_BACKEND") or "local")
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    spec = registry.get(backend)
+    if spec is None:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of "
+                          f"{', '.join(registry.names())}", code="unknown_backend")
     section = _section(secrets, backend)
-    if backend == "local":  # the launcher's own worker; the URL setting is for remote ones
+    if not spec.endpoint:  # the launcher's own worker; the URL setting is for remote ones
         url = env.get("REMOTE_EXEC_URL") or None
     else:
-        url = (settings.get(SETTING_URL) or env.get("REMOTE_EXEC_URL") or section.get("url")
-               or None)
+        url = (settings.get(SETTING_URL) or env.get("REMOTE_EXEC_URL")
+               or section.get(spec.endpoint_key) or section.get("url") or None)
     try:
         parallel = int(settings.get(SETTING_PARALLEL) or env.get("REMOTE_EXEC_PARALLEL") or 1)
     except (TypeError, ValueError):
         parallel = 1
-    if backend == "runpod":  # the "URL" is the endpoint id (or its full /v2/<id> URL)
-        url = url or section.get("endpoint_id") or None
     return RemoteConfig(enabled=_truthy(enabled), backend=backend, url=url,
                         parallel=max(1, min(parallel, 64)),
                         token=token_for(backend, env, secrets))
@@ -144,7 +139,9 @@ def _section(secrets: Mapping[str, Any], backend: str) -> Mapping[str, Any]:
 
 
 def token_for(backend: str, env: Mapping[str, str], secrets: Mapping[str, Any]) -> str | None:
-    """The credential of `backend`: its env var, else its section of the secrets file."""
-    if backend == "runpod":
-        return env.get("RUNPOD_API_KEY") or _section(secrets, "runpod").get("api_key") or None
-    return env.get("REMOTE_EXEC_TOKEN") or _section(secrets, backend).get("token") or None
+    """The credential of `backend`: its env var, else its section of the secrets file
+    (which ones: the backend's registration)."""
+    spec = registry.get(backend)
+    env_name, key = (spec.credential_env, spec.credential_key) if spec else \
+        ("REMOTE_EXEC_TOKEN", "token")
+    return env.get(env_name) or _section(secrets, backend).get(key) or None

@@ -4,11 +4,10 @@ Standard library only, so the launcher's `--help` can list them before any
 dependency is installed.
 """
 
-BACKENDS = ("local", "http", "runpod", "modal")
-
 ENV_DOC = {
     "REMOTE_EXEC_ENABLED": "default for remote mode (1/0) while the setting was never changed",
-    "REMOTE_EXEC_BACKEND": "default backend: local, http, runpod or modal",
+    "REMOTE_EXEC_BACKEND": "default backend: local, http, runpod, modal (the registry's)",
+    "REMOTE_EXEC_BACKEND_MODULES": "more backend modules to register (comma-separated)",
     "REMOTE_EXEC_URL": "worker URL for the http backend (the launcher sets it for local)",
     "REMOTE_EXEC_TOKEN": "bearer token for the worker's job API (secret; never shown)",
     "REMOTE_EXEC_PARALLEL": "default number of remote jobs run at once (1)",

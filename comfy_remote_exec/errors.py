@@ -122,3 +122,10 @@ class JobFailed(RemoteExecError):
 
     code = "job_failed"
     status = 500
+
+
+class ConfigError(RemoteExecError):
+    """The configuration cannot work: no endpoint, an unknown backend, an unsafe file."""
+
+    code = "config_error"
+    status = 500

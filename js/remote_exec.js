@@ -8,7 +8,6 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const BACKENDS = ["local", "http", "runpod", "modal"];
 
 async function fetchJson(path) {
   try {
@@ -19,7 +18,13 @@ async function fetchJson(path) {
   }
 }
 
-const initial = (await fetchJson("/remote_exec/status"))?.config ?? {};
+const status = await fetchJson("/remote_exec/status");
+const initial = status?.config ?? {};
+// The server's backend registry decides the list; the fallback is for a server too old
+// to send it.
+const BACKENDS = status?.backends ?? [{ name: "local", summary: "a worker on this machine",
+                                       endpoint: "" }];
+const BACKEND_NAMES = BACKENDS.map((b) => b.name);
 
 function setting(id) {
   return app.extensionManager?.setting?.get(id);
@@ -201,8 +206,9 @@ app.registerExtension({
     {
       id: "RemoteExec.EndpointURL",
       category: ["Remote Exec", "Remote execution", "Endpoint URL"],
-      name: "Endpoint URL (http and Modal backends)",
-      tooltip: "The worker's base URL. Tokens are set on the server, never here.",
+      name: "Endpoint URL",
+      tooltip: BACKENDS.filter((b) => b.endpoint).map((b) => `${b.name}: ${b.endpoint}`)
+        .join("; ") + ". Tokens are set on the server, never here.",
       type: "text",
       defaultValue: initial.backend === "local" ? "" : (initial.url ?? ""),
     },
@@ -210,10 +216,11 @@ app.registerExtension({
       id: "RemoteExec.Backend",
       category: ["Remote Exec", "Remote execution", "Backend"],
       name: "Backend",
-      tooltip: "local: a worker on this machine; http: any worker URL; runpod; modal.",
+      tooltip: BACKENDS.map((b) => `${b.name}: ${b.summary}`).join("; "),
       type: "combo",
-      options: BACKENDS,
-      defaultValue: BACKENDS.includes(initial.backend) ? initial.backend : "local",
+      options: BACKEND_NAMES,
+      defaultValue: BACKEND_NAMES.includes(initial.backend) ? initial.backend
+        : (BACKEND_NAMES[0] ?? "local"),
       onChange: (backend) => refreshBadge({ backend }),
     },
     {

@@ -21,6 +21,7 @@ to start or to load the extension, 5 setting up ComfyUI's environment failed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shlex
@@ -41,7 +42,7 @@ from comfy_remote_exec.discovery import (  # noqa: E402
     default_workspace,
     find_comfyui,
 )
-from comfy_remote_exec.envvars import BACKENDS, ENV_DOC  # noqa: E402
+from comfy_remote_exec.envvars import ENV_DOC  # noqa: E402
 from comfy_remote_exec.worker.spawn import (  # noqa: E402
     WorkerStartError,
     echo,
@@ -68,8 +69,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="arguments after -- go to ComfyUI (e.g. -- --cpu --base-directory DIR)\n\n"
                f"environment variables:\n{env_help}\n"
                "  COMFYUI_PATH               where ComfyUI is, if not in the usual places")
-    parser.add_argument("--backend", choices=BACKENDS, default="local",
-                        help="where Run executes (default: local, a worker on this machine)")
+    parser.add_argument("--backend", default="local",
+                        help="where Run executes: local (the default, a worker on this "
+                        "machine), http, runpod, modal, or another registered backend")
     parser.add_argument("--comfyui", help="ComfyUI install directory")
     parser.add_argument("--python", help="ComfyUI's Python (default: its .venv/ or venv/)")
     parser.add_argument("--port", type=int, default=8188, help="local ComfyUI port (8188)")
@@ -147,13 +149,23 @@ def find_or_install(args: argparse.Namespace) -> ComfyInstall | None:
         return None
 
 
-def ask_state_dir(install: ComfyInstall) -> Path:
-    """The extension's state directory, as the extension itself will compute it."""
-    code = "from comfy_remote_exec.config import state_dir; print(state_dir())"
+ASK_EXTENSION = """
+import json
+from comfy_remote_exec.backends import registry
+from comfy_remote_exec.config import state_dir
+print(json.dumps({"state": str(state_dir()),
+                  "backends": {n: s.public_view() for n, s in registry.specs().items()}}))
+"""
+
+
+def ask_extension(install: ComfyInstall) -> tuple[Path, dict[str, dict[str, str]]]:
+    """The extension's state directory and its registered backends, as the extension
+    itself sees them (in ComfyUI's Python, which has the dependencies)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([str(install.python), "-c", code], capture_output=True, text=True,
-                         env=env, check=True)
-    return Path(out.stdout.strip())
+    out = subprocess.run([str(install.python), "-c", ASK_EXTENSION], capture_output=True,
+                         text=True, env=env, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return Path(found["state"]), dict(found["backends"])
 
 
 def extension_paths(state: Path) -> Path:
@@ -209,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         say(exc.message)
         return 5
     try:
-        state = ask_state_dir(install)
+        state, backends = ask_extension(install)
     except subprocess.CalledProcessError as exc:
         say(f"ComfyUI's Python could not load this package: {exc.stderr.strip()}")
         return 5
+    if args.backend not in backends:
+        say(f"unknown backend {args.backend!r}; choose one of {', '.join(backends)}")
+        return 2
     added, note = device_args(install.python, args.comfy_args)
     if note:
         say(note)
@@ -229,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     comfy = None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
     try:
-        if args.backend == "local":
+        if not backends[args.backend]["endpoint"]:  # a worker on this machine: start it
             token = secrets.token_urlsafe(24)
             worker_dir = args.worker_dir or state / "worker"
             cmd = worker_command(python=install.python, comfyui=install.root,

@@ -18,6 +18,8 @@ import httpx
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import Event, JobSpec, OutputFile
+from .base import Backend
+from .registry import BackendContext, BackendSpec, register, require_url
 from .streams import copy_body, file_chunks
 
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -137,3 +139,10 @@ class HttpBackend:
     async def close(self) -> None:
         if self._own_client:
             await self.client.aclose()
+
+
+def _make(ctx: BackendContext) -> Backend:
+    return HttpBackend(require_url(ctx, "http", "the worker's URL"), ctx.token)
+
+
+register(BackendSpec("http", "a worker's job API at any URL", _make, order=10))

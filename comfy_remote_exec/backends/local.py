@@ -23,7 +23,9 @@ import httpx
 from ..errors import RemoteUnavailable
 from ..protocol import Event, JobSpec, OutputFile
 from ..worker.spawn import WorkerStartError, start_worker, stop_worker, worker_command
+from .base import Backend
 from .http import HttpBackend
+from .registry import BackendContext, BackendSpec, register
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +99,16 @@ class LocalBackend:
             await self._http.close()
         if self._proc is not None:
             await asyncio.to_thread(stop_worker, self._proc)
+
+
+def _make(ctx: BackendContext) -> Backend:
+    # The launcher's own worker comes with its URL; else this backend starts one, which
+    # caches as this ComfyUI does (its --cache-* flags).
+    worker_args = shlex.split(ctx.env.get("REMOTE_EXEC_WORKER_ARGS", ""))
+    return LocalBackend(url=ctx.url, comfyui=ctx.comfyui_root,
+                        worker_dir=ctx.state_dir / "worker", token=ctx.token,
+                        comfy_args=[*worker_args, *ctx.comfy_args])
+
+
+register(BackendSpec("local", "a worker on this machine, with its own ComfyUI (no account "
+                     "needed)", _make, endpoint="", order=0))

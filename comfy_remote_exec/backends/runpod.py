@@ -26,6 +26,8 @@ import httpx
 
 from ..errors import NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import JOB_STATUS, Event, JobSpec, OutputFile
+from .base import Backend
+from .registry import BackendContext, BackendSpec, register, require_url
 from .streams import copy_body, file_chunks
 
 DEFAULT_API = "https://api.runpod.ai/v2"
@@ -271,3 +273,15 @@ class RunpodBackend:
     async def close(self) -> None:
         if self._own_client:
             await self.client.aclose()
+
+
+def _make(ctx: BackendContext) -> Backend:
+    endpoint = require_url(ctx, "runpod", "an endpoint id")
+    return RunpodBackend(endpoint, ctx.token,
+                         api_base=ctx.env.get("RUNPOD_API_BASE", DEFAULT_API))
+
+
+register(BackendSpec("runpod", "a RunPod serverless endpoint running the worker image", _make,
+                     endpoint="endpoint id", endpoint_key="endpoint_id",
+                     credential_env="RUNPOD_API_KEY", credential_key="api_key",
+                     launcher_option="--endpoint", order=20))

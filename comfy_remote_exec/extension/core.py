@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -22,10 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..backends import registry
 from ..backends.base import Backend
-from ..backends.http import HttpBackend
-from ..backends.local import LocalBackend
-from ..backends.runpod import DEFAULT_API, RunpodBackend
+from ..backends.registry import BackendContext
 from ..config import (
     ConfigError,
     RemoteConfig,
@@ -109,26 +107,13 @@ class RemoteExec:
         return self.backends[key]
 
     def _make_backend(self, name: str, url: str | None, token: str | None) -> Backend:
-        if name == "local":  # a worker of our own: it caches as this ComfyUI does
-            worker_args = shlex.split(self.env.get("REMOTE_EXEC_WORKER_ARGS", ""))
-            return LocalBackend(url=url, comfyui=self.host.comfyui_root,
-                                worker_dir=self.state / "worker", token=token,
-                                comfy_args=[*worker_args, *self.host.cache_args()])
-        if name in ("http", "modal"):
-            if not url:
-                raise ConfigError(f"the {name} backend needs an endpoint URL: set "
-                                  "RemoteExec.EndpointURL in the settings or REMOTE_EXEC_URL",
-                                  code="no_endpoint")
-            return HttpBackend(url, token)
-        if name == "runpod":
-            if not url:
-                raise ConfigError("the runpod backend needs an endpoint id: set "
-                                  "RemoteExec.EndpointURL, --endpoint, or runpod.endpoint_id "
-                                  "in the config file", code="no_endpoint")
-            return RunpodBackend(url, token,
-                                 api_base=self.env.get("RUNPOD_API_BASE", DEFAULT_API))
-        raise ConfigError(f"the {name} backend is not available in this version",
-                          code="backend_unavailable")
+        spec = registry.get(name)
+        if spec is None:
+            raise ConfigError(f"the {name} backend is not available in this version",
+                              code="backend_unavailable")
+        return spec.factory(BackendContext(
+            url=url, token=token, env=self.env, comfyui_root=self.host.comfyui_root,
+            state_dir=self.state, comfy_args=tuple(self.host.cache_args())))
 
     def _output_landed(self, entry: dict[str, Any]) -> None:
         if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
@@ -222,8 +207,9 @@ class RemoteExec:
         except RemoteExecError as exc:
             log.warning("remote execution is not ready: %s", exc.message)
             return
-        if isinstance(backend, LocalBackend):
-            self._warming = asyncio.get_running_loop().create_task(backend.warm_up())
+        warm_up = getattr(backend, "warm_up", None)  # a backend that starts its own worker
+        if warm_up is not None:
+            self._warming = asyncio.get_running_loop().create_task(warm_up())
 
     async def stop(self) -> None:
         if self._warming is not None:
@@ -242,4 +228,5 @@ class RemoteExec:
             cfg = {"error": exc.message}
         running, pending = self.dispatcher.queue_items()
         return {"config": cfg, "running": [item[1] for item in running],
-                "pending": [item[1] for item in pending]}
+                "pending": [item[1] for item in pending],
+                "backends": [spec.public_view() for spec in registry.specs().values()]}

@@ -31,6 +31,9 @@ from .frontends import NEWEST, PINNED, FrontendUnavailable, frontend_root, serve
 REPO = Path(__file__).resolve().parents[2]
 # The launcher prints this once ComfyUI answers and the extension's routes are there.
 LAUNCHER_READY = "[launcher] ready: "
+# The launched ComfyUIs register a toy backend from the tests (tests/fixtures/toy_backend.py):
+# it must reach the settings combo without any other file naming it.
+TOY_BACKEND = {"REMOTE_EXEC_BACKEND_MODULES": "tests.fixtures.toy_backend"}
 
 
 def local_comfy(install: ComfyInstall, base: Path, env: dict[str, str],
@@ -128,7 +131,7 @@ def stop(handle: Launched) -> None:
 @pytest.fixture(scope="session")
 def launched(comfy_install: ComfyInstall, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[Launched]:
-    handle = launch(comfy_install, tmp_path_factory.mktemp("launched"))
+    handle = launch(comfy_install, tmp_path_factory.mktemp("launched"), env=TOY_BACKEND)
     yield handle
     stop(handle)
 
@@ -150,7 +153,7 @@ def ui(request: pytest.FixtureRequest, comfy_install: ComfyInstall,
                              tmp_path_factory.mktemp("comfyui-frontend"))
     except FrontendUnavailable as exc:
         pytest.skip(str(exc))
-    handle = launch(comfy_install, tmp_path_factory.mktemp("frontend"),
+    handle = launch(comfy_install, tmp_path_factory.mktemp("frontend"), env=TOY_BACKEND,
                     comfy_args=("--front-end-root", str(root)))
     yield handle
     stop(handle)

@@ -90,6 +90,11 @@ async def run_remote_then_local(ui: Launched, page: playwright_api.Page,
     await page.get_by_text("Run workflows on the remote GPU").wait_for()
     await screenshot(page, request, "settings")
     await page.keyboard.press("Escape")
+    # The Backend combo lists the server's registry, the tests' toy backend included.
+    options = await page.evaluate(
+        "() => app.extensions.find((e) => e.name === 'RemoteExec').settings"
+        ".find((s) => s.id === 'RemoteExec.Backend').options")
+    assert options == ["local", "http", "runpod", "modal", "toy"], options
 
     await set_remote(page, True)
     flow = workflow("upscale_tiny")
