@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import Event, JobSpec, OutputFile
@@ -83,21 +84,22 @@ class HttpBackend:
         return str(resp.json()["job_id"])
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Follow the SSE stream; reconnects with `after=` so nothing repeats or goes missing."""
+        """Follow the SSE stream (httpx-sse); a dropped stream resumes with `after=`, so
+        nothing repeats or goes missing, after a short backoff."""
         failures = 0
         while True:
             try:
-                async with self.client.stream(
-                        "GET", f"{self.url}/v1/jobs/{job_id}/events",
+                async with aconnect_sse(
+                        self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
                         params={"after": after}, headers=self.headers,
-                        timeout=httpx.Timeout(60.0, read=None)) as resp:
-                    if not resp.is_success:
-                        await resp.aread()
-                        _raise_for(resp, "following the job")
-                    async for line in resp.aiter_lines():
-                        if not line.startswith("data: "):
+                        timeout=httpx.Timeout(60.0, read=None)) as source:
+                    if not source.response.is_success:
+                        await source.response.aread()
+                        _raise_for(source.response, "following the job")
+                    async for sse in source.aiter_sse():
+                        if not sse.data:
                             continue
-                        event = Event.parse(json.loads(line[6:]))
+                        event = Event.parse(json.loads(sse.data))
                         if event.seq <= after:
                             continue
                         after = event.seq
@@ -105,7 +107,7 @@ class HttpBackend:
                         yield event
                         if event.terminal:
                             return
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, SSEError) as exc:
                 if failures >= len(RECONNECT_DELAYS):
                     raise RemoteUnavailable(f"lost the worker's event stream: {exc}",
                                             code="worker_unreachable", job_id=job_id) from exc
