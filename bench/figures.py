@@ -25,9 +25,9 @@ from PIL import Image
 from comfy_remote_exec.backends.http import HttpBackend
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.extension.inputs import InputHasher
+from comfy_remote_exec.jobapi.spawn import start_worker, stop_worker, worker_command
 from comfy_remote_exec.protocol import JobSpec, MediaItem, OutputFile
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig
-from comfy_remote_exec.worker.spawn import start_worker, stop_worker, worker_command
+from comfy_remote_exec.worker.comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from tests.conftest import prepare_worker_base
 from tests.extension.conftest import LocalClient, connected, local_comfy
 from tests.helpers import workflow

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, free_port
-from comfy_remote_exec.worker.spawn import start_worker, stop_worker, worker_command
+from comfy_remote_exec.jobapi.spawn import start_worker, stop_worker, worker_command
+from comfy_remote_exec.worker.comfy.comfy_process import ComfyProcess, free_port
 from tests.conftest import prepare_worker_base
 from tests.extension.conftest import local_comfy
 from tests.runpod_emulator import RunpodEmulator
@@ -88,7 +88,7 @@ class RunpodStack:
             log = root / f"rp-worker-{i}.log"
             with log.open("w") as out:
                 procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "comfy_remote_exec.worker.runpod_handler"],
+                    [sys.executable, "-m", "comfy_remote_exec.platforms.runpod.handler"],
                     stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO))
         # Every worker is ready once it has asked for a job.
         deadline = time.monotonic() + 300

@@ -43,7 +43,7 @@ from comfy_remote_exec.discovery import (  # noqa: E402
     find_comfyui,
 )
 from comfy_remote_exec.envvars import ENV_DOC  # noqa: E402
-from comfy_remote_exec.worker.spawn import (  # noqa: E402
+from comfy_remote_exec.jobapi.spawn import (  # noqa: E402
     WorkerStartError,
     echo,
     start_worker,

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.spawn import start_worker as start_worker_process
-from comfy_remote_exec.worker.spawn import stop_worker as stop_worker_process
-from comfy_remote_exec.worker.spawn import worker_command
+from comfy_remote_exec.jobapi.spawn import start_worker as start_worker_process
+from comfy_remote_exec.jobapi.spawn import stop_worker as stop_worker_process
+from comfy_remote_exec.jobapi.spawn import worker_command
 
 from .helpers import FIXTURES, sse_events, write_tiny_upscaler
 from .installs import comfy_params

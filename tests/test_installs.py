@@ -51,7 +51,7 @@ def test_the_suite_skips_with_the_reason_when_no_comfyui_is_found(tmp_path: Path
     env["HOME"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_entry_point.py", "tests/worker/test_comfy_start.py"],
+         "tests/test_entry_point.py", "tests/worker/comfy/test_comfy_start.py"],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout
     assert "3 skipped" in result.stdout

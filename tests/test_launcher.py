@@ -17,7 +17,7 @@ import pytest
 
 from comfy_remote_exec.comfy_env import probe_torch
 from comfy_remote_exec.discovery import ComfyInstall, find_comfyui
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
 from .extension.conftest import launch, stop
 

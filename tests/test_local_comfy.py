@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comfy_remote_exec import local_comfy
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
 SERVER = """
 import http.server, json, sys

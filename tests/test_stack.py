@@ -22,7 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from comfy_remote_exec.stack import (
+from comfy_remote_exec.stack.cli import main as stack_main
+from comfy_remote_exec.stack.download import DownloadError, TextBar, download_models
+from comfy_remote_exec.stack.spec import (
     Stack,
     StackError,
     default_installer,
@@ -31,8 +33,6 @@ from comfy_remote_exec.stack import (
     node_commands,
     parse_stack,
 )
-from comfy_remote_exec.stack_cli import main as stack_main
-from comfy_remote_exec.stack_download import DownloadError, TextBar, download_models
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "deploy" / "stack.yaml"

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 import httpx
 
 from ..errors import RemoteUnavailable
+from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from ..protocol import Event, JobSpec, OutputFile
-from ..worker.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from .base import Backend
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register

@@ -22,7 +22,7 @@ from ..discovery import ComfyUINotFound, find_comfyui
 from ..errors import RemoteUnavailable
 from ..logsafe import hide_url_queries
 from .app import Worker, WorkerConfig, token_from_env
-from .service import KEEP_JOBS
+from .service.service import KEEP_JOBS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -18,14 +18,14 @@ from aiohttp import web
 
 from ..discovery import ComfyInstall
 from ..protocol import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS
-from .api import DIRS, SERVICE, add_routes, auth_middleware, error_middleware
-from .blobs import BlobStore
-from .comfy_process import ComfyProcess, ComfyProcessConfig
-from .compat import add_compat_routes
-from .jobs import JobStore
-from .outputs import ComfyDirs
-from .runner import Runner
-from .service import KEEP_JOBS, JobService
+from .api.api import DIRS, SERVICE, add_routes, auth_middleware, error_middleware
+from .api.compat import add_compat_routes
+from .comfy.comfy_process import ComfyProcess, ComfyProcessConfig
+from .comfy.outputs import ComfyDirs
+from .comfy.runner import Runner
+from .inputs.blobs import BlobStore
+from .service.jobs import JobStore
+from .service.service import KEEP_JOBS, JobService
 
 # A job body may carry MAX_MEDIA_ITEMS files of MAX_MEDIA_BYTES each, base64-encoded.
 MAX_BODY = MAX_MEDIA_ITEMS * MAX_MEDIA_BYTES * 4 // 3 + 16 * 1024 * 1024
@@ -86,11 +86,11 @@ class Worker:
         await self.http.aclose()
 
 
-HOOK_NODES = Path(__file__).resolve().parent / "comfyui_nodes"
+HOOK_NODES = Path(__file__).resolve().parent / "comfy" / "comfyui_nodes"
 
 
 def comfyui_hooks_config(state: Path) -> Path:
-    """An extra-paths file that loads the worker's ComfyUI hooks (`comfyui_nodes/`)
+    """An extra-paths file that loads the worker's ComfyUI hooks (`comfy/comfyui_nodes/`)
     next to the base directory's own custom nodes, without touching them."""
     state.mkdir(parents=True, exist_ok=True)
     path = state / "comfyui_hooks.yaml"

@@ -26,7 +26,7 @@ import platformdirs
 
 from comfy_remote_exec.comfy_env import ensure_requirements
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE_REQUIREMENTS = ("pytest", "websocket-client", "pytest-asyncio", "pytest-aiohttp")

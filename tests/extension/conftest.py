@@ -23,7 +23,7 @@ import pytest
 from comfy_remote_exec.comfy_env import ensure_requirements
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.plaintext import strip_ansi
-from comfy_remote_exec.worker.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
+from comfy_remote_exec.worker.comfy.comfy_process import ComfyProcess, ComfyProcessConfig, free_port
 
 from ..conftest import TOKEN, WorkerHandle, prepare_worker_base
 from .frontends import NEWEST, PINNED, FrontendUnavailable, frontend_root, serves_jobs_api

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import free_port
+from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
 from ..conftest import TOKEN, WorkerHandle
 from ..helpers import workflow, write_secrets

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
-from comfy_remote_exec.worker.comfy_process import free_port
-from comfy_remote_exec.worker.spawn import stop_worker
+from comfy_remote_exec.jobapi.spawn import stop_worker
+from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
 from ..conftest import prepare_worker_base
 from ..helpers import FIXTURES
@@ -101,7 +101,7 @@ def comfy_worker(comfy_install: ComfyInstall, emulator: RunpodEmulator, s3: dict
            "REMOTE_EXEC_COMFY_ARGS": "--cpu", "REMOTE_EXEC_ALLOW_PRIVATE_URLS": "1",
            "REMOTE_EXEC_INLINE_LIMIT": str(2 * 1024 * 1024)}
     worker = start_sdk_worker(
-        emulator, ["-m", "comfy_remote_exec.worker.runpod_handler"], env, root / "worker.log")
+        emulator, ["-m", "comfy_remote_exec.platforms.runpod.handler"], env, root / "worker.log")
     worker.base = base
     yield worker
     stop_worker(worker.proc)

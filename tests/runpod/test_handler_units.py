@@ -15,9 +15,7 @@ from PIL import Image
 from comfy_remote_exec.backends.http import HttpBackend
 from comfy_remote_exec.backends.runpod import FOLLOWED_KEPT, RunpodBackend, endpoint_base
 from comfy_remote_exec.errors import NotFound, RemoteExecError, RemoteUnavailable
-from comfy_remote_exec.protocol import JobSpec, OutputFile
-from comfy_remote_exec.worker.outputs import ComfyDirs
-from comfy_remote_exec.worker.runpod_handler import (
+from comfy_remote_exec.platforms.runpod.handler import (
     CHUNK_LIMIT,
     PART_BYTES,
     RunpodHandler,
@@ -25,6 +23,8 @@ from comfy_remote_exec.worker.runpod_handler import (
     is_worker_comfyui,
     shrink_preview,
 )
+from comfy_remote_exec.protocol import JobSpec, OutputFile
+from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
 
 
 def test_worker_comfyui_shape() -> None:

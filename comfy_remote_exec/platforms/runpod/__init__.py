@@ -1,0 +1,3 @@
+"""RunPod serverless: the handler the worker image runs
+(`python -m comfy_remote_exec.platforms.runpod.handler`).
+"""

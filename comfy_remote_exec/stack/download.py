@@ -1,0 +1,267 @@
+"""Download a stack's models onto a volume, resumably and verified.
+
+Model files are many gigabytes and the network volume outlives any one
+worker, so a download must survive being cut off: each file is written to
+`<name>.part`, resumed with an HTTP `Range` request, checked against the
+stack's size and sha256, and only then renamed into place. A file under its
+final name is therefore complete; it is skipped on the next run.
+
+A gated model's token is read from the environment variable the stack names
+and sent only as a bearer header; it is never printed (httpx drops it on a
+redirect to another host, such as Hugging Face's CDN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+import httpx
+
+from ..errors import RemoteExecError
+from ..fsutil import file_sha256
+from .spec import Model, Stack
+
+
+class DownloadError(RemoteExecError):
+    code = "download_failed"
+    status = 502
+
+
+class Progress(Protocol):
+    def update(self, name: str, done: int, total: int | None) -> None: ...
+
+    def finish(self, name: str, done: int, note: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    model: Model
+    path: Path
+    status: str  # "present", "downloaded" or "resumed"
+    fetched: int  # bytes transferred by this call
+
+
+def download_models(stack: Stack, volume_dir: str | os.PathLike[str],
+                    client: httpx.Client | None = None, progress: Progress | None = None, *,
+                    only: Iterable[str] | None = None, verify_existing: bool = False,
+                    attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                    ) -> list[Downloaded]:
+    """Fetch each model (or those in `only`) to `volume_dir/models/<folder>/<name>`.
+
+    `progress` None draws a text bar on stderr. `verify_existing` re-hashes
+    files already in place instead of trusting their size. A failed model does
+    not stop the others; the failures are raised together at the end.
+    """
+    models = stack.select(only) if only else stack.models
+    bar = progress if progress is not None else TextBar()
+    http = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=20.0))
+    done: list[Downloaded] = []
+    failed: list[DownloadError] = []
+    try:
+        for model in models:
+            try:
+                done.append(download_model(model, volume_dir, http, bar,
+                                           verify_existing=verify_existing,
+                                           attempts=attempts, sleep=sleep))
+            except DownloadError as exc:
+                failed.append(exc)
+    finally:
+        if client is None:
+            http.close()
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise DownloadError(f"{len(failed)} models failed:\n"
+                            + "\n".join(f"  {e.message}" for e in failed),
+                            retryable=any(e.retryable for e in failed))
+    return done
+
+
+def download_model(model: Model, volume_dir: str | os.PathLike[str], client: httpx.Client,
+                   progress: Progress, *, verify_existing: bool = False, attempts: int = 3,
+                   sleep: Callable[[float], None] = time.sleep) -> Downloaded:
+    final = model.path(volume_dir)
+    if final.is_file() and _in_place(model, final, verify_existing):
+        progress.finish(model.name, final.stat().st_size, "already present")
+        return Downloaded(model, final, "present", 0)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    if model.token_env and not os.environ.get(model.token_env):
+        print(f"note: {model.token_env} is not set; {model.name} is gated and may be refused",
+              file=sys.stderr, flush=True)
+    fetched = 0
+    digest = None
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            digest, got = _fetch(model, part, client, progress)
+            fetched += got
+            break
+        except OSError as exc:
+            raise DownloadError(f"{model.name}: cannot write {part}: {exc}") from exc
+        except httpx.TransportError as exc:
+            kept = part.stat().st_size if part.is_file() else 0
+            if attempt >= attempts:
+                raise DownloadError(
+                    f"{model.name}: download interrupted ({type(exc).__name__}) with "
+                    f"{kept} bytes in {part.name}; run again to resume",
+                    retryable=True) from exc
+            sleep(min(30.0, 2.0 ** attempt))
+    _check(model, part, digest)
+    os.replace(part, final)
+    size = final.stat().st_size
+    status = "resumed" if fetched < size else "downloaded"
+    progress.finish(model.name, size, status)
+    return Downloaded(model, final, status, fetched)
+
+
+def _in_place(model: Model, path: Path, verify: bool) -> bool:
+    if model.size is not None and path.stat().st_size != model.size:
+        return False
+    if verify and model.sha256:
+        return file_sha256(path).hexdigest() == model.sha256
+    return True
+
+
+def _fetch(model: Model, part: Path, client: httpx.Client,
+           progress: Progress) -> tuple[hashlib._Hash | None, int]:
+    """Continue `part` from its current length; return its running hash and the bytes added."""
+    offset = part.stat().st_size if part.is_file() else 0
+    if model.size is not None and offset > model.size:
+        part.unlink()
+        offset = 0
+    hasher = file_sha256(part) if model.sha256 and offset else (
+        hashlib.sha256() if model.sha256 else None)
+    if model.size is not None and offset == model.size:
+        return hasher, 0
+    headers = {"Accept-Encoding": "identity", **_auth(model)}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with client.stream("GET", model.url, headers=headers, follow_redirects=True) as resp:
+        if offset and resp.status_code in (206, 416):
+            if resp.status_code == 206 and _range_start(resp) == offset:
+                mode = "ab"
+            elif _range_total(resp.headers.get("content-range")) == offset:
+                return hasher, 0  # 416: the part already holds the whole file
+            else:
+                resp.close()
+                part.unlink()
+                return _fetch(model, part, client, progress)
+        elif resp.status_code == 200:
+            # no Range was asked, or the server ignored it: start over
+            mode, offset = "wb", 0
+            hasher = hashlib.sha256() if model.sha256 else None
+        else:
+            raise _http_error(model, resp)
+        length = resp.headers.get("content-length", "")
+        total = offset + int(length) if length.isdigit() else model.size
+        done = offset
+        progress.update(model.name, done, total)
+        with part.open(mode) as fh:
+            for chunk in resp.iter_bytes():  # as received: a chunk buffer would die with a cut
+                fh.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+                done += len(chunk)
+                progress.update(model.name, done, total)
+    return hasher, done - offset
+
+
+def _check(model: Model, part: Path, digest: hashlib._Hash | None) -> None:
+    size = part.stat().st_size
+    if model.size is not None and size != model.size:
+        part.unlink()
+        raise DownloadError(f"{model.name}: got {size} bytes, the stack says {model.size}; "
+                            "the partial file was removed", retryable=True)
+    if model.sha256 and digest is not None and digest.hexdigest() != model.sha256:
+        part.unlink()
+        raise DownloadError(f"{model.name}: sha256 {digest.hexdigest()} does not match the "
+                            f"stack's {model.sha256}; the partial file was removed")
+
+
+def _auth(model: Model) -> dict[str, str]:
+    token = os.environ.get(model.token_env, "").strip() if model.token_env else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _http_error(model: Model, resp: httpx.Response) -> DownloadError:
+    code = resp.status_code
+    message = f"{model.name}: HTTP {code} from {model.url}"
+    if code in (401, 403) and model.token_env:
+        if os.environ.get(model.token_env):
+            message += (f"; the token in {model.token_env} was refused: check that it can "
+                        "read this repository and that its licence was accepted")
+        else:
+            message += f"; it is gated: set {model.token_env} to a token that can read it"
+    return DownloadError(message, retryable=code >= 500 or code in (408, 429))
+
+
+def _range_start(resp: httpx.Response) -> int | None:
+    value = resp.headers.get("content-range", "")
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _range_total(value: str | None) -> int | None:
+    try:
+        return int((value or "").rsplit("/", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+class TextBar:
+    """A one-line progress bar: redrawn in place on a terminal, a line every 10 s in logs."""
+
+    def __init__(self, stream: IO[str] | None = None, width: int = 28) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = 0.0
+        self._drawn = 0
+        self._start: dict[str, tuple[float, int]] = {}
+
+    def update(self, name: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        started, first = self._start.setdefault(name, (now, done))
+        if now - self._last < (0.2 if self.tty else 10.0):
+            return
+        self._last = now
+        rate = (done - first) / max(now - started, 1e-6)
+        if total:
+            filled = min(self.width, self.width * done // total)
+            line = (f"{name} [{'#' * filled}{'.' * (self.width - filled)}] "
+                    f"{100 * done / total:5.1f}% {human_size(done)}/{human_size(total)}")
+        else:
+            line = f"{name} {human_size(done)}"
+        self._emit(f"{line} {human_size(int(rate))}/s", final=False)
+
+    def finish(self, name: str, done: int, note: str) -> None:
+        self._start.pop(name, None)
+        self._last = 0.0
+        self._emit(f"{name}: {note} ({human_size(done)})", final=True)
+
+    def _emit(self, line: str, *, final: bool) -> None:
+        if self.tty:
+            pad = " " * max(0, self._drawn - len(line))
+            self.stream.write(f"\r{line}{pad}" + ("\n" if final else ""))
+            self._drawn = 0 if final else len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

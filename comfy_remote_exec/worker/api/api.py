@@ -1,0 +1,221 @@
+"""The worker's REST job API (aiohttp).
+
+`add_routes(routes, service)` registers every route on a `RouteTableDef`, so a
+bare `web.Application` mounts the API in tests and `app.build_app` mounts it
+in production. Errors leave through `error_middleware` as JSON
+`{"error": {code, message, ...}}` with the error's HTTP status; a bearer token,
+when configured, is checked in constant time on everything but `GET /health`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ...errors import BadRequest, NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
+from ...protocol import PROTOCOL_VERSION, JobSpec, is_sha256
+from ..comfy.outputs import ComfyDirs
+from ..service.jobs import Job
+from ..service.service import JobService
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE = web.AppKey("remote_exec_service", JobService)
+DIRS = web.AppKey("remote_exec_dirs", ComfyDirs)
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+def error_response(exc: RemoteExecError) -> web.Response:
+    return web.json_response({"error": exc.to_dict()}, status=exc.status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RemoteExecError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(RemoteExecError(exc.reason, code="http_error", status=exc.status))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(RemoteExecError("internal error in the worker",
+                                              code="internal_error"))
+
+
+def auth_middleware(token: str | None) -> Any:
+    expected = token.encode() if token else None
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        public = request.path in PUBLIC_PATHS and "deep" not in request.query
+        if expected is not None and not public:
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+                raise Unauthorized("missing or wrong bearer token" if header
+                                   else "this worker requires 'Authorization: Bearer <token>'")
+        return await handler(request)
+
+    return check
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def submit_from(request: web.Request) -> Job:
+    """Parse a job body and submit it (shared by `/v1/jobs` and the seed API)."""
+    return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
+
+
+def output_base64(dirs: ComfyDirs, out: dict[str, Any]) -> str:
+    path = dirs.resolve(out["type"], out["subfolder"], out["filename"])
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def job_view(job: Job, with_base64: bool, dirs: ComfyDirs) -> dict[str, Any]:
+    view = job.view()
+    if with_base64:
+        for out in view["outputs"]:
+            out["base64"] = output_base64(dirs, out)
+    return view
+
+
+def add_routes(routes: web.RouteTableDef) -> None:
+    """Register the `/v1` API and `/health`; handlers find the service on the app."""
+
+    @routes.post("/v1/jobs")
+    async def submit(request: web.Request) -> web.Response:
+        job = await submit_from(request)
+        return web.json_response({"job_id": job.id, "status": job.status,
+                                  "created_at": job.created_at, "prompt_id": job.prompt_id},
+                                 status=202)
+
+    @routes.get("/v1/jobs")
+    async def list_jobs(request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        jobs = request.app[SERVICE].list(request.query.get("status"), limit)
+        return web.json_response({"jobs": [j.view() for j in jobs]})
+
+    @routes.get("/v1/jobs/{job_id}")
+    async def get_job(request: web.Request) -> web.Response:
+        job = request.app[SERVICE].get(request.match_info["job_id"])
+        wants = request.query.get("base64", "") in ("1", "true", "yes")
+        view = await asyncio.to_thread(job_view, job, wants, request.app[DIRS])
+        return web.json_response(view)
+
+    @routes.delete("/v1/jobs/{job_id}")
+    async def cancel_job(request: web.Request) -> web.Response:
+        job = await request.app[SERVICE].cancel(request.match_info["job_id"])
+        return web.json_response(job.view(), status=200 if job.terminal else 202)
+
+    @routes.get("/v1/jobs/{job_id}/events")
+    async def job_events(request: web.Request) -> web.StreamResponse:
+        service = request.app[SERVICE]
+        job = service.get(request.match_info["job_id"])
+        raw_after = request.query.get("after") or request.headers.get("Last-Event-ID") or "0"
+        try:
+            after = int(raw_after)
+        except ValueError:
+            raise BadRequest("after must be an integer") from None
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no",
+                                           "X-Remote-Exec-Protocol": str(PROTOCOL_VERSION)})
+        await resp.prepare(request)
+        try:
+            async for event in service.stream(job.id, after):
+                payload = json.dumps(event.to_dict(), separators=(",", ":"))
+                await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
+                                 .encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; it resumes with ?after=
+        return resp
+
+    @routes.get("/v1/jobs/{job_id}/outputs/{type}/{path:.+}")
+    async def download(request: web.Request) -> web.StreamResponse:
+        job = request.app[SERVICE].get(request.match_info["job_id"])
+        type_name, rel = request.match_info["type"], request.match_info["path"]
+        listed = any(o["type"] == type_name and
+                     (f"{o['subfolder']}/{o['filename']}" if o["subfolder"] else o["filename"])
+                     == rel for o in job.outputs)
+        if not listed:
+            raise NotFound(f"job {job.id} has no output {type_name}/{rel}",
+                           code="output_not_found", job_id=job.id)
+        path = request.app[DIRS].resolve(type_name, "", rel)
+        if not path.is_file():
+            raise NotFound(f"output {rel} is no longer on the worker",
+                           code="output_gone", job_id=job.id)
+        return web.FileResponse(path, chunk_size=256 * 1024)
+
+    @routes.post("/v1/blobs/missing")
+    async def blobs_missing(request: web.Request) -> web.Response:
+        body = await read_json(request)
+        hashes = body.get("sha256") if isinstance(body, dict) else None
+        if not isinstance(hashes, list) or not all(is_sha256(h) for h in hashes):
+            raise BadRequest("body must be {\"sha256\": [64-hex-digit hashes]}")
+        return web.json_response({"missing": request.app[SERVICE].blobs.missing(hashes)})
+
+    @routes.put("/v1/blobs/{sha256}")
+    async def blob_put(request: web.Request) -> web.Response:
+        sha = request.match_info["sha256"]
+        if not is_sha256(sha):
+            raise BadRequest(f"{sha!r} is not a sha256 hex digest", code="bad_hash")
+        blobs = request.app[SERVICE].blobs
+        if blobs.has(sha):
+            await request.release()
+            return web.json_response({"sha256": sha, "stored": False})
+        await blobs.put_stream(request.content.iter_chunked(1024 * 1024), sha)
+        return web.json_response({"sha256": sha, "stored": True}, status=201)
+
+    @routes.get("/v1/object_info")
+    async def object_info(request: web.Request) -> web.Response:
+        _comfy(request)
+        runner = request.app[SERVICE].runner
+        assert runner is not None
+        return web.json_response(await runner.object_info(refresh=True))
+
+    @routes.get("/health")
+    async def health(request: web.Request) -> web.Response:
+        service = request.app[SERVICE]
+        runner = service.runner
+        healthy = bool(runner and runner.process.healthy)
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "starting", "comfyui": healthy,
+            "protocol": PROTOCOL_VERSION,
+            "jobs_active": runner.active() if runner else 0,
+        }
+        if "deep" in request.query:
+            client = _comfy(request)
+            body["system_stats"] = await client.system_stats()
+            folders = await client.models()
+            body["models"] = {folder: await client.models(folder)
+                              for folder in (folders if isinstance(folders, list) else [])}
+        return web.json_response(body, status=200 if healthy else 503)
+
+
+def _comfy(request: web.Request) -> Any:
+    runner = request.app[SERVICE].runner
+    if runner is None or runner.client is None or not runner.process.healthy:
+        raise RemoteUnavailable("ComfyUI is not running yet", code="comfyui_unhealthy")
+    return runner.client

@@ -1,0 +1,88 @@
+"""Find, confine and describe the files a job produced.
+
+ComfyUI lists a node's files in its UI output as `{filename, subfolder, type}`
+under any key (`images`, `gifs`, `audio`, `latents`, `3d`, a custom node's
+own key...). Every such entry becomes an `OutputFile` with its size and
+sha256, whatever the key, so new output types need no code here. Names come
+from node code we do not control, so each path is resolved and must stay
+inside ComfyUI's output, temp or input folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import BadRequest
+from ...fsutil import confined, file_sha256
+from ...protocol import OutputFile, safe_relpath
+from ..inputs.media import kind_of
+
+
+@dataclass(frozen=True)
+class ComfyDirs:
+    """ComfyUI's folders under its `--base-directory`."""
+
+    base: Path
+
+    @property
+    def input(self) -> Path:
+        return self.base / "input"
+
+    @property
+    def output(self) -> Path:
+        return self.base / "output"
+
+    @property
+    def temp(self) -> Path:
+        return self.base / "temp"
+
+    def by_type(self, type_name: str) -> Path | None:
+        return {"output": self.output, "temp": self.temp, "input": self.input}.get(type_name)
+
+    def resolve(self, type_name: str, subfolder: str, filename: str) -> Path:
+        """The file's path, refusing anything that escapes its folder."""
+        root = self.by_type(type_name)
+        if root is None:
+            raise BadRequest(f"unknown output type {type_name!r}", code="unsafe_name")
+        rel = safe_relpath(f"{subfolder}/{filename}" if subfolder else filename,
+                           what="output path")
+        try:
+            return confined(root, rel)
+        except ValueError:
+            raise BadRequest(f"output path {rel!r} escapes its folder",
+                             code="unsafe_name") from None
+
+
+def file_entries(ui: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """`(key, index, entry)` for every file-like entry of a node's UI output."""
+    found = []
+    for key, value in ui.items():
+        if not isinstance(value, list):
+            continue
+        for index, item in enumerate(value):
+            if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                found.append((key, index, item))
+    return found
+
+
+def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],
+             url_prefix: str = "") -> list[OutputFile]:
+    """Descriptors for the files in one node's UI output (blocking: hashes files)."""
+    files = []
+    for key, index, item in file_entries(ui):
+        type_name = str(item.get("type") or "output")
+        subfolder = str(item.get("subfolder") or "")
+        path = dirs.resolve(type_name, subfolder, item["filename"])
+        if not path.is_file():
+            continue
+        rel = path.relative_to(dirs.by_type(type_name).resolve())  # type: ignore[union-attr]
+        sub = rel.parent.as_posix()
+        files.append(OutputFile(
+            node_id=node_id, key=key, index=index, filename=rel.name,
+            subfolder="" if sub == "." else sub, type=type_name, kind=kind_of(rel.name),
+            size=path.stat().st_size, sha256=file_sha256(path).hexdigest(),
+            url=f"{url_prefix}/{type_name}/{rel.as_posix()}" if url_prefix else "",
+        ))
+    return files

@@ -1,0 +1,376 @@
+"""Run jobs on the supervised ComfyUI and turn what it does into job events.
+
+The runner is the part of the worker that knows ComfyUI. It is used by the
+job API and by the RunPod handler alike, through one small `RunSink`.
+
+Jobs go straight into ComfyUI's own queue (priority maps onto ComfyUI's
+`number`), so the next job starts the moment the previous ends and a job that
+has not started yet can be deleted from that queue. One WebSocket, with this
+runner's `client_id` and preview metadata declared, carries the events of all
+jobs; they are routed by `prompt_id`. When ComfyUI dies, the running job fails
+with the log tail and jobs still waiting are queued again once ComfyUI is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from ...errors import BadRequest, JobFailed, RemoteExecError, RemoteUnavailable
+from ...protocol import CANCELLED, COMPLETED, FAILED, OutputFile
+from ..inputs.blobs import BlobStore
+from ..inputs.prepare import (
+    find_missing_models,
+    input_prefix,
+    missing_model_error,
+    rewrite_media_refs,
+)
+from .comfy_client import ComfyClient
+from .comfy_process import ComfyProcess
+from .events import Translated, translate
+from .outputs import ComfyDirs, describe
+
+log = logging.getLogger(__name__)
+
+INTERRUPT_RETRIES = 20
+INTERRUPT_RETRY_DELAY = 0.25
+
+
+@dataclass
+class Outcome:
+    status: str
+    error: RemoteExecError | None = None
+    outputs: list[OutputFile] = field(default_factory=list)
+
+
+class RunSink(Protocol):
+    async def event(self, job_id: str, type: str, data: dict[str, Any]) -> None: ...
+
+    async def finished(self, job_id: str, outcome: Outcome) -> None: ...
+
+
+@dataclass
+class Run:
+    job_id: str
+    prompt_id: str
+    prompt: dict[str, Any]
+    number: float
+    targets: list[str] | None
+    url_prefix: str
+    started: bool = False
+    result: str | None = None
+    error_data: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    connection: int = 0
+    inputs: frozenset[str] = frozenset()  # sha256 of the files placed for this job
+    extra_data: dict[str, Any] = field(default_factory=dict)
+    outputs: list[OutputFile] = field(default_factory=list)
+    nodes_with_output: set[str] = field(default_factory=set)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Runner:
+    def __init__(self, process: ComfyProcess, dirs: ComfyDirs, blobs: BlobStore,
+                 sink: RunSink) -> None:
+        self.process = process
+        self.dirs = dirs
+        self.blobs = blobs
+        self.sink = sink
+        self.client_id = f"remote-exec-{uuid.uuid4().hex[:12]}"
+        self._session: aiohttp.ClientSession | None = None
+        self.client: ComfyClient | None = None
+        self._runs: dict[str, Run] = {}
+        self._by_prompt: dict[str, Run] = {}
+        self._current: Run | None = None
+        self._ws_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._connection = 0
+        self._closing = False
+        self._seq = 0
+        self._object_info: dict[str, Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        process.on_crash(self._on_crash)
+
+    async def start(self) -> None:
+        await self.process.start()
+        self._session = aiohttp.ClientSession()
+        self.client = ComfyClient(self.process.url, self._session)
+        self._ws_task = asyncio.create_task(self._ws_loop(), name="comfyui-ws")
+        await asyncio.wait_for(self._connected.wait(), 30)
+
+    async def stop(self) -> None:
+        self._closing = True
+        for run in list(self._runs.values()):
+            await self._finish(run, Outcome(FAILED, RemoteUnavailable(
+                "the worker is shutting down", code="worker_stopped", job_id=run.job_id)))
+        for task in [self._ws_task, *self._tasks]:
+            if task and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._session:
+            await self._session.close()
+        await self.process.stop()
+
+    def active(self) -> int:
+        return len(self._runs)
+
+    # -- submitting ---------------------------------------------------------------
+
+    async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
+                     priority: int = 0, targets: list[str] | None = None,
+                     url_prefix: str = "", extra_data: dict[str, Any] | None = None) -> Run:
+        """Place the job's inputs and queue it in ComfyUI.
+
+        `media` maps the names the workflow uses to blob hashes; each file is
+        placed under its content's folder (`prepare.input_prefix`). `extra_data`
+        is ComfyUI's own (e.g. `extra_pnginfo`); the runner's client id wins.
+        Raises `BadRequest` with ComfyUI's node errors when ComfyUI refuses the
+        prompt; nothing of the job is left behind then.
+        """
+        assert self.client is not None, "Runner.start() first"
+        await self.process.ensure_healthy(session=self._session)
+        await self._check_models(workflow)
+        self._seq += 1
+        prompt = rewrite_media_refs(workflow, media)
+        for name, sha in media.items():
+            self.blobs.link_into(sha, self.dirs.input / input_prefix(sha) / name)
+        run = Run(job_id=job_id, prompt_id=str(uuid.uuid4()), prompt=prompt,
+                  number=self._seq - priority * 1_000_000, targets=targets,
+                  url_prefix=url_prefix, inputs=frozenset(media.values()),
+                  extra_data={k: v for k, v in (extra_data or {}).items()
+                              if k != "client_id"})
+        self._runs[job_id] = run
+        self._by_prompt[run.prompt_id] = run
+        try:
+            await self._queue(run)
+        except BaseException:
+            self._forget(run)
+            raise
+        return run
+
+    async def _check_models(self, workflow: dict[str, Any]) -> None:
+        """Refuse a workflow naming models the worker lacks (model lists refreshed once)."""
+        missing = find_missing_models(workflow, await self.object_info())
+        if missing:
+            missing = find_missing_models(workflow, await self.object_info(refresh=True))
+        if missing:
+            raise missing_model_error(missing)
+
+    async def object_info(self, refresh: bool = False) -> dict[str, Any]:
+        """ComfyUI's node definitions, cached until a model lookup misses."""
+        assert self.client is not None
+        if self._object_info is None or refresh:
+            self._object_info = await self.client.object_info()
+        return self._object_info
+
+    async def _queue(self, run: Run) -> None:
+        assert self.client is not None
+        await self.client.queue_prompt(run.prompt, prompt_id=run.prompt_id,
+                                       client_id=self.client_id, number=run.number,
+                                       partial_execution_targets=run.targets,
+                                       extra_data=run.extra_data)
+
+    def _forget(self, run: Run) -> None:
+        self._runs.pop(run.job_id, None)
+        self._by_prompt.pop(run.prompt_id, None)
+        if self._current is run:
+            self._current = None
+        in_use = {sha for other in self._runs.values() for sha in other.inputs}
+        for sha in run.inputs - in_use:
+            shutil.rmtree(self.dirs.input / input_prefix(sha), ignore_errors=True)
+
+    # -- cancelling ---------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> bool:
+        """Stop a job: delete it from ComfyUI's queue, or interrupt it if it runs.
+
+        Returns False if the runner does not know the job (already finished).
+        """
+        run = self._runs.get(job_id)
+        if run is None or run.done.is_set():
+            return False
+        assert self.client is not None
+        run.cancel_requested = True
+        if not run.started:
+            await self.client.delete_queued(run.prompt_id)
+            queue = await self.client.queue()
+            ids = {item[1] for key in ("queue_running", "queue_pending")
+                   for item in queue.get(key, []) if isinstance(item, list) and len(item) > 1}
+            if run.prompt_id not in ids and not run.started:
+                if await self.client.history(run.prompt_id) is None:
+                    await self._finish(run, Outcome(CANCELLED))
+                return True
+        self._spawn(self._interrupt_until_done(run))
+        return True
+
+    async def _interrupt_until_done(self, run: Run) -> None:
+        # ComfyUI clears its interrupt flag when a prompt starts, so an interrupt
+        # that lands between dequeue and start is lost; repeat until it takes.
+        assert self.client is not None
+        for _ in range(INTERRUPT_RETRIES):
+            with contextlib.suppress(RemoteUnavailable):
+                await self.client.interrupt(run.prompt_id)
+            try:
+                await asyncio.wait_for(run.done.wait(), INTERRUPT_RETRY_DELAY)
+                return
+            except asyncio.TimeoutError:
+                continue
+
+    # -- events -------------------------------------------------------------------
+
+    async def _ws_loop(self) -> None:
+        assert self.client is not None
+        while not self._closing:
+            try:
+                await self.process.ensure_healthy()
+                self._connection += 1
+                async for raw in self.client.websocket(self.client_id):
+                    self._connected.set()
+                    await self._on_message(raw)
+            except RemoteUnavailable as exc:
+                log.debug("ComfyUI WebSocket: %s", exc)
+            except Exception:
+                log.exception("error while handling a ComfyUI event")
+            self._connected.clear()
+            if not self._closing:
+                await asyncio.sleep(0.2)
+
+    async def _on_message(self, raw: str | bytes) -> None:
+        msg = translate(raw)
+        if msg is None:
+            return
+        run = self._by_prompt.get(msg.prompt_id) if msg.prompt_id else self._current
+        if run is None or run.done.is_set():
+            return
+        await self._handle(run, msg)
+
+    async def _handle(self, run: Run, msg: Translated) -> None:
+        kind, data = msg.type, msg.data
+        if kind == "execution_start":
+            run.started, run.connection = True, self._connection
+            self._current = run
+        elif kind == "executed":
+            data["files"] = [f.to_dict() for f in await self._describe(run, data)]
+        elif kind == "execution_success":
+            run.result = "success"
+        elif kind == "execution_error":
+            run.result, run.error_data = "error", data
+        elif kind == "execution_interrupted":
+            run.result = "interrupted"
+        await self.sink.event(run.job_id, kind, data)
+        if kind == "executing" and data.get("node") is None:
+            await self._complete(run)
+
+    async def _describe(self, run: Run, data: dict[str, Any]) -> list[OutputFile]:
+        node_id = str(data.get("node") or "")
+        ui = data.get("output")
+        if not isinstance(ui, dict):
+            return []
+        run.nodes_with_output.add(node_id)
+        try:
+            files = await asyncio.to_thread(describe, self.dirs, node_id, ui, run.url_prefix)
+        except BadRequest as exc:
+            log.warning("node %s listed an unsafe output: %s", node_id, exc)
+            return []
+        run.outputs.extend(files)
+        return files
+
+    async def _complete(self, run: Run) -> None:
+        """ComfyUI is done with the prompt (its history entry is written)."""
+        if run.result is None or run.connection != self._connection:
+            await self._reconcile(run)
+        if run.result == "success":
+            await self._finish(run, Outcome(COMPLETED, outputs=run.outputs))
+        elif run.result == "interrupted" or run.cancel_requested:
+            await self._finish(run, Outcome(CANCELLED, outputs=run.outputs))
+        else:
+            await self._finish(run, Outcome(FAILED, self._failure(run), run.outputs))
+
+    async def _reconcile(self, run: Run) -> None:
+        """After a WebSocket gap, take missed outputs and the result from history.
+
+        Skipped otherwise: ComfyUI reports every output (cached ones too) in
+        `executed`, and its post-prompt garbage collection can hold up the
+        history request for hundreds of milliseconds.
+        """
+        assert self.client is not None
+        with contextlib.suppress(RemoteUnavailable):
+            entry = await self.client.history(run.prompt_id) or {}
+            for node_id, ui in (entry.get("outputs") or {}).items():
+                if node_id in run.nodes_with_output or not isinstance(ui, dict):
+                    continue
+                data: dict[str, Any] = {"node": node_id, "display_node": node_id, "output": ui}
+                data["files"] = [f.to_dict() for f in await self._describe(run, data)]
+                await self.sink.event(run.job_id, "executed", data)
+            if run.result is None:
+                status = (entry.get("status") or {}).get("status_str")
+                run.result = "success" if status == "success" else None
+
+    def _failure(self, run: Run) -> JobFailed:
+        data = run.error_data or {}
+        node_id = data.get("node_id")
+        node_type = data.get("node_type")
+        message = data.get("exception_message") or "ComfyUI reported an error"
+        where = f"{node_type} (node {node_id}): " if node_id else ""
+        return JobFailed(f"{where}{str(message).strip()}", code="execution_error",
+                         job_id=run.job_id, node_id=node_id, node_type=node_type,
+                         details={k: data[k] for k in ("exception_type", "traceback")
+                                  if k in data},
+                         log_tail=self.process.tail())
+
+    async def _finish(self, run: Run, outcome: Outcome) -> None:
+        if run.done.is_set():
+            return
+        run.done.set()
+        self._forget(run)
+        try:
+            await self.sink.finished(run.job_id, outcome)
+        except Exception:
+            log.exception("sink failed to record the end of job %s", run.job_id)
+
+    # -- crashes ------------------------------------------------------------------
+
+    async def _on_crash(self, code: int | None, tail: list[str]) -> None:
+        self._object_info = None
+        waiting = []
+        for run in list(self._runs.values()):
+            if run.started:
+                await self._finish(run, Outcome(FAILED, JobFailed(
+                    f"ComfyUI crashed (exit code {code}) while running this job",
+                    code="comfyui_crashed", job_id=run.job_id, retryable=True,
+                    log_tail=tail), run.outputs))
+            else:
+                waiting.append(run)
+        self._current = None
+        if waiting:
+            self._spawn(self._requeue(sorted(waiting, key=lambda r: r.number)))
+
+    async def _requeue(self, runs: list[Run]) -> None:
+        try:
+            await self.process.ensure_healthy()
+        except RemoteUnavailable as exc:
+            for run in runs:
+                await self._finish(run, Outcome(FAILED, exc))
+            return
+        await self._connected.wait()
+        for run in runs:
+            if run.done.is_set():
+                continue
+            try:
+                await self._queue(run)
+            except RemoteExecError as exc:
+                exc.job_id = run.job_id
+                await self._finish(run, Outcome(FAILED, exc))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,249 @@
+"""The job service behind the worker's HTTP API.
+
+It owns the job records and their event logs, turns a `JobSpec` into blobs
+plus a prepared workflow for the runner, and is the runner's `RunSink`: every
+ComfyUI event becomes a numbered event in the job's log (in memory, on disk,
+and to every open stream), and the end of a run becomes the job's terminal
+status and a webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
+from typing import Any
+
+import httpx
+
+from ...errors import BadRequest, Conflict, NotFound, RemoteExecError
+from ...protocol import (
+    CANCELLED,
+    JOB_STATUS,
+    JOB_STATUSES,
+    MAX_MEDIA_BYTES,
+    PREVIEW,
+    QUEUED,
+    RUNNING,
+    Event,
+    JobSpec,
+    MediaItem,
+    decode_base64,
+    safe_relpath,
+)
+from ..comfy.runner import Outcome, Runner
+from ..inputs.blobs import BlobStore
+from ..inputs.media import check_content, image_ext
+from ..inputs.prepare import apply_overrides
+from ..inputs.urls import check_url, fetch_url
+from .jobs import Job, JobStore
+from .webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+KEEP_JOBS = 500
+
+
+class JobService:
+    def __init__(self, store: JobStore, blobs: BlobStore, http: httpx.AsyncClient, *,
+                 allow_private_urls: bool = False,
+                 max_media_bytes: int = MAX_MEDIA_BYTES, keep_jobs: int = KEEP_JOBS) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.http = http
+        self.allow_private_urls = allow_private_urls
+        self.max_media_bytes = max_media_bytes
+        self.runner: Runner | None = None
+        self.webhooks = WebhookSender(http, allow_private=allow_private_urls)
+        self.keep_jobs = keep_jobs
+        self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
+        self._prune()
+
+    def attach(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def close(self) -> None:
+        await self.webhooks.drain()
+
+    # -- queries --------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}", code="job_not_found", job_id=job_id)
+        return job
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        if status is not None and status not in JOB_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(JOB_STATUSES)}")
+        jobs = [j for j in self.jobs.values() if status is None or j.status == status]
+        jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return jobs[: max(0, limit)]
+
+    async def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Events with `seq > after`, live, ending after the terminal status."""
+        job = self.get(job_id)
+        last = after
+        while True:
+            # By seq, not position: a finished job's log is compacted under us.
+            start = bisect.bisect_right(job.events, last, key=lambda e: e.seq)
+            if start < len(job.events):
+                for event in job.events[start:]:
+                    last = event.seq
+                    yield event
+                continue
+            if job.terminal:
+                return
+            await self._news(job).wait()
+
+    # -- submitting -----------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> Job:
+        assert self.runner is not None
+        if spec.webhook_url:
+            await check_url(spec.webhook_url, allow_private=self.allow_private_urls)
+        job_id = uuid.uuid4().hex
+        media = {m.name: await self._media_blob(m) for m in spec.media}
+        values: dict[int, Any] = {}
+        for i, ov in enumerate(spec.inputs):
+            if ov.type == "raw":
+                continue
+            name, sha = await self._override_blob(i, ov.type, ov.value, ov.name)
+            media[name] = sha
+            values[i] = name
+        workflow = apply_overrides(spec.workflow, spec.inputs, values)
+        job = Job(id=job_id, priority=spec.priority, user_id=spec.user_id,
+                  webhook_url=spec.webhook_url, nodes_total=len(workflow))
+        self.jobs[job_id] = job
+        self.store.save(job)
+        self._emit(job, JOB_STATUS, {"status": QUEUED})
+        try:
+            run = await self.runner.submit(
+                job_id, workflow, media, priority=spec.priority,
+                targets=spec.partial_execution_targets,
+                url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
+        except BaseException:
+            self.jobs.pop(job_id, None)
+            self.store.remove(job_id)
+            raise
+        job.prompt_id = run.prompt_id
+        self.store.save(job)
+        return job
+
+    async def _media_blob(self, item: MediaItem) -> str:
+        if item.sha256 is not None:
+            if not self.blobs.has(item.sha256):
+                raise BadRequest(f"media {item.name!r}: blob {item.sha256} is not on the "
+                                 "worker; upload it with PUT /v1/blobs/{sha256} first",
+                                 code="missing_blob", details={"missing": [item.sha256]})
+            return item.sha256
+        if item.url is not None:
+            data = await fetch_url(self.http, item.url, allow_private=self.allow_private_urls,
+                                   limit=self.max_media_bytes)
+        else:
+            data = decode_base64(item.data, what=f"media {item.name!r}",
+                                 limit=self.max_media_bytes)
+        await asyncio.to_thread(check_content, item.name, data[:64], data)
+        sha, _ = await asyncio.to_thread(self.blobs.put_bytes, data)
+        return sha
+
+    async def _override_blob(self, index: int, kind: str, value: Any,
+                             name: str | None) -> tuple[str, str]:
+        where = f"inputs[{index}]"
+        if not isinstance(value, str):
+            raise BadRequest(f"{where}.value must be a string for type {kind}")
+        if kind == "image_url":
+            data = await fetch_url(self.http, value, allow_private=self.allow_private_urls,
+                                   limit=self.max_media_bytes)
+        else:
+            data = decode_base64(value, what=f"{where}.value", limit=self.max_media_bytes)
+        sha, _ = await asyncio.to_thread(self.blobs.put_bytes, data)
+        if name is None:
+            name = f"override_{sha[:16]}{image_ext(data)}"
+        elif PurePosixPath(name).suffix == "":
+            name = safe_relpath(name + image_ext(data))
+        await asyncio.to_thread(check_content, name, data[:64], data)
+        return name, sha
+
+    # -- cancelling -----------------------------------------------------------------
+
+    async def cancel(self, job_id: str, wait: float = 5.0) -> Job:
+        job = self.get(job_id)
+        if job.terminal:
+            raise Conflict(f"job {job_id} is already {job.status}", code="job_finished",
+                           job_id=job_id)
+        assert self.runner is not None
+        if not await self.runner.cancel(job_id) and not job.terminal:
+            await self.finished(job_id, Outcome(CANCELLED))
+        deadline = time.monotonic() + wait
+        with contextlib.suppress(asyncio.TimeoutError):
+            while not job.terminal:
+                await asyncio.wait_for(self._news(job).wait(), deadline - time.monotonic())
+        return job
+
+    # -- RunSink --------------------------------------------------------------------
+
+    async def event(self, job_id: str, type: str, data: dict[str, Any]) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.terminal:
+            return
+        if type == "execution_start" and job.status == QUEUED:
+            job.status, job.started_at = RUNNING, time.time()
+            self.store.save(job)
+            self._emit(job, JOB_STATUS, {"status": RUNNING})
+        job.track(type, data)
+        self._emit(job, type, data)
+
+    async def finished(self, job_id: str, outcome: Outcome) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.terminal:
+            return
+        job.status, job.finished_at = outcome.status, time.time()
+        job.current_node, job.step = None, None
+        payload: dict[str, Any] = {"status": outcome.status}
+        if outcome.error is not None:
+            err: RemoteExecError = outcome.error
+            err.job_id = job_id
+            job.error = {k: v for k, v in err.to_dict().items() if k != "log_tail"}
+            job.error_log_tail = list(err.log_tail)
+            payload["error"] = err.to_dict()
+        self.store.save(job)
+        self._emit(job, JOB_STATUS, payload)
+        if job.webhook_url:
+            self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
+        job.events = [e for e in job.events if e.type != PREVIEW]
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the oldest finished jobs beyond `keep_jobs`."""
+        finished = [j for j in self.jobs.values() if j.terminal]
+        if len(finished) <= self.keep_jobs:
+            return
+        finished.sort(key=lambda j: j.finished_at or j.created_at)
+        for job in finished[: len(finished) - self.keep_jobs]:
+            del self.jobs[job.id]
+            self.store.remove(job.id)
+
+    def _news(self, job: Job) -> asyncio.Event:
+        """Set at the job's next event; each event hands waiters a fresh one."""
+        if job.changed is None:
+            job.changed = asyncio.Event()
+        return job.changed
+
+    def _emit(self, job: Job, type: str, data: dict[str, Any]) -> None:
+        event = Event(len(job.events) + 1, type, data, time.time())
+        job.events.append(event)
+        try:
+            self.store.append_event(job, event)
+            if event.terminal:
+                self.store.close_events(job.id)
+        except OSError:
+            log.exception("could not persist event %s of job %s", event.seq, job.id)
+        news, job.changed = job.changed, None
+        if news is not None:
+            news.set()

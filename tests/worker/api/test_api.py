@@ -1,0 +1,159 @@
+"""The job API mounted on a bare aiohttp app, without ComfyUI: auth, errors, blobs, seed API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from comfy_remote_exec.errors import RemoteExecError
+from comfy_remote_exec.worker.api.api import (
+    DIRS,
+    SERVICE,
+    add_routes,
+    auth_middleware,
+    error_middleware,
+)
+from comfy_remote_exec.worker.api.compat import add_compat_routes
+from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
+from comfy_remote_exec.worker.comfy.runner import Outcome
+from comfy_remote_exec.worker.inputs.blobs import BlobStore
+from comfy_remote_exec.worker.service.jobs import Job, JobStore
+from comfy_remote_exec.worker.service.service import JobService
+
+TOKEN = "unit-token"
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, JobService]]:
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http)
+        app = web.Application(middlewares=[error_middleware, auth_middleware(TOKEN)])
+        app[SERVICE] = service
+        app[DIRS] = ComfyDirs(tmp_path)
+        routes = web.RouteTableDef()
+        add_routes(routes)
+        add_compat_routes(routes)
+        app.add_routes(routes)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with TestServer(app) as server, httpx.AsyncClient(
+                base_url=str(server.make_url("")), headers=headers) as client:
+            yield client, service
+
+
+async def test_token_required_except_light_health(api: tuple) -> None:
+    client, _ = api
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anon:
+        resp = await anon.get("/v1/jobs")
+        assert resp.status_code == 401
+        assert resp.json()["error"]["code"] == "unauthorized"
+        bad = await anon.get("/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}x"})
+        assert bad.status_code == 401
+        assert (await anon.get("/health")).status_code == 503  # no ComfyUI: "starting"
+    assert (await client.get("/v1/jobs")).json() == {"jobs": []}
+
+
+async def test_invalid_json_and_shapes(api: tuple) -> None:
+    client, _ = api
+    resp = await client.post("/v1/jobs", content=b"{", headers={
+        "Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
+    resp = await client.post("/v1/jobs", json={"workflow": 3})
+    assert resp.status_code == 400 and "workflow" in resp.json()["error"]["message"]
+    resp = await client.get("/v1/jobs", params={"limit": "x"})
+    assert resp.status_code == 400
+    resp = await client.get("/v1/jobs", params={"status": "weird"})
+    assert resp.status_code == 400
+
+
+async def test_blob_routes(api: tuple) -> None:
+    client, _ = api
+    data = b"blob bytes"
+    sha = hashlib.sha256(data).hexdigest()
+    assert (await client.post("/v1/blobs/missing", json={"sha256": [sha]})).json() == {
+        "missing": [sha]}
+    assert (await client.put(f"/v1/blobs/{sha}", content=data)).status_code == 201
+    assert (await client.put(f"/v1/blobs/{sha}", content=data)).json()["stored"] is False
+    assert (await client.post("/v1/blobs/missing", json={"sha256": [sha]})).json() == {
+        "missing": []}
+    assert (await client.put("/v1/blobs/nothex", content=data)).status_code == 400
+    assert (await client.post("/v1/blobs/missing", json={"sha256": ["x"]})).status_code == 400
+
+
+async def test_seed_status_and_events_of_stored_job(api: tuple) -> None:
+    client, service = api
+    missing = await client.get("/status/unknown")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "Call ID not found or invalid."}
+    job = Job(id="j1", status="failed", error={"message": "it broke", "code": "x"})
+    service.jobs[job.id] = job
+    service._emit(job, "job_status", {"status": "failed"})
+    status = await client.get("/status/j1")
+    assert status.json() == {"status": "FAILED", "call_id": "j1", "error": "it broke"}
+    events = await client.get("/v1/jobs/j1/events")
+    assert events.headers["content-type"].startswith("text/event-stream")
+    assert "id: 1\nevent: job_status\n" in events.text
+    assert (await client.get("/v1/jobs/j1/events", params={"after": 1})).text == ""
+    conflict = await client.delete("/v1/jobs/j1")
+    assert conflict.status_code == 409
+
+
+async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
+    received: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        received.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                             allow_private_urls=True)
+        for status in ("completed", "failed", "cancelled"):
+            job = Job(id=f"j-{status}", status="running", webhook_url="http://hooks.test/h")
+            service.jobs[job.id] = job
+            error = RemoteExecError("boom", code="execution_error") if status == "failed" else None
+            await service.finished(job.id, Outcome(status, error))
+        await service.close()
+    assert sorted(r["event"] for r in received) == ["job.cancelled", "job.completed",
+                                                    "job.failed"]
+    failed = next(r for r in received if r["event"] == "job.failed")
+    assert failed["job"]["error"]["code"] == "execution_error"
+
+
+async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
+        tmp_path: Path) -> None:
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                             keep_jobs=2)
+        streams = []
+        for n in range(3):
+            job = Job(id=f"j{n}", status="running")
+            service.jobs[job.id] = job
+            service.store.save(job)
+            await service.event(job.id, "progress", {"value": 1, "max": 2})
+            for _ in range(3):
+                service._emit(job, "preview", {"image": "AAAA", "image_type": "image/png"})
+            await service.event(job.id, "progress", {"value": 2, "max": 2})
+            stream = service.stream(job.id)
+            assert (await anext(stream)).seq == 1  # a live reader, mid-log
+            streams.append(stream)
+            await service.finished(job.id, Outcome("completed"))
+        # A live reader goes on by seq across the compaction: nothing lost, nothing twice.
+        assert [e.seq async for e in streams[2]] == [2, 3, 4, 5, 6]
+        late = [(e.seq, e.type) async for e in service.stream("j2")]
+        assert late == [(1, "progress"), (5, "progress"), (6, "job_status")]
+        assert sorted(service.jobs) == ["j1", "j2"]
+        assert not (tmp_path / "jobs" / "j0").exists()
+        log = (tmp_path / "jobs" / "j2" / "events.jsonl").read_text().splitlines()
+        assert [json.loads(line)["type"] for line in log] == ["progress", "progress",
+                                                              "job_status"]
+        again = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                           keep_jobs=1)
+        assert sorted(again.jobs) == ["j2"]
+        await service.close()

@@ -1,0 +1,75 @@
+"""The job service's parts without a ComfyUI: job records and their store, webhooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from comfy_remote_exec.protocol import FAILED
+from comfy_remote_exec.worker.service.jobs import Job, JobStore
+from comfy_remote_exec.worker.service.webhooks import WebhookSender
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+def test_progress_tracking() -> None:
+    job = Job(id="j", nodes_total=4)
+    job.track("execution_cached", {"nodes": ["1"]})
+    job.track("executing", {"node": "2"})
+    job.track("progress", {"node": "2", "value": 1, "max": 2})
+    assert job.progress == pytest.approx(37.5)
+    job.track("executing", {"node": "3"})
+    job.track("executed", {"node": "3", "output": {"text": ["x"]}, "files": [{"a": 1}]})
+    view = job.view()
+    assert view["progress_details"] == {"current_node": "3", "nodes_completed": 2,
+                                        "nodes_total": 4, "step": None}
+    assert view["ui"] == {"3": {"text": ["x"]}} and job.outputs == [{"a": 1}]
+
+
+def test_store_survives_restart_and_fails_unfinished_jobs(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    for job_id, status in (("a", "completed"), ("b", "running"), ("c", "queued")):
+        store.save(Job(id=job_id, status=status))
+    again = {j.id: j for j in JobStore(tmp_path).load_all()}
+    assert again["a"].status == "completed"
+    for job_id in ("b", "c"):
+        assert again[job_id].status == FAILED
+        assert again[job_id].error is not None
+        assert "worker restarted" in again[job_id].error["message"]
+        assert again[job_id].events[-1].data["status"] == FAILED
+    # Loading twice changes nothing more.
+    assert [j.status for j in JobStore(tmp_path).load_all()] == [
+        again[k].status for k in sorted(again, key=lambda k: again[k].created_at)]
+
+
+# -- webhooks --------------------------------------------------------------------------
+
+
+async def test_webhook_retries_with_backoff_then_succeeds() -> None:
+    calls: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        return httpx.Response(503 if len(calls) < 3 else 200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        sender = WebhookSender(client, allow_private=True, base_delay=0.001)
+        assert await sender.send("http://hooks.test/x", "job.completed", {"job_id": "j"})
+    assert len(calls) == 3 and calls[-1]["event"] == "job.completed"
+
+
+async def test_webhook_gives_up_on_client_errors() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(404)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        sender = WebhookSender(client, allow_private=True, base_delay=0.001)
+        assert not await sender.send("http://hooks.test/x", "job.failed", {})
+    assert calls == 1
