@@ -116,7 +116,7 @@ def test_no_import_circle() -> None:
 
 
 @pytest.mark.parametrize(("source", "module", "expected"), [
-    ("from ..backends.http import HttpBackend", "comfy_remote_exec.worker.runner",
+    ("from ...backends.http import HttpBackend", "comfy_remote_exec.worker.comfy.runner",
      "comfy_remote_exec.backends.http"),
     ("from ...backends import http", "comfy_remote_exec.worker.api.api",
      "comfy_remote_exec.backends.http"),

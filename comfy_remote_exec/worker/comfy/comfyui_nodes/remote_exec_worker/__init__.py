@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-USER_VALUES = "remote_exec_user_inputs"  # keep equal to worker.prepare.USER_VALUES
+USER_VALUES = "remote_exec_user_inputs"  # keep equal to worker.inputs.prepare.USER_VALUES
 
 NODE_CLASS_MAPPINGS: dict[str, Any] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
