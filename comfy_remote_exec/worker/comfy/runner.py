@@ -1,7 +1,8 @@
 """Run jobs on the supervised ComfyUI and turn what it does into job events.
 
-The runner is the part of the worker that knows ComfyUI. It is used by the
-job API and by the RunPod handler alike, through one small `RunSink`.
+The runner is the part of the worker that knows ComfyUI. The job service
+uses it through one small `RunSink` (the RunPod handler reaches it through the
+job API).
 
 Jobs go straight into ComfyUI's own queue (priority maps onto ComfyUI's
 `number`), so the next job starts the moment the previous ends and a job that
