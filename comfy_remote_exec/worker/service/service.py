@@ -47,6 +47,7 @@ from .webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 KEEP_JOBS = 500
+PREVIEW_GRACE = 60.0  # seconds a finished job keeps its preview frames in memory
 
 
 class JobService:
@@ -61,6 +62,7 @@ class JobService:
         self.runner: Runner | None = None
         self.webhooks = WebhookSender(http, allow_private=allow_private_urls)
         self.keep_jobs = keep_jobs
+        self.preview_grace = PREVIEW_GRACE
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
         self._prune()
 
@@ -216,8 +218,14 @@ class JobService:
         self._emit(job, JOB_STATUS, payload)
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
-        job.events = [e for e in job.events if e.type != PREVIEW]
+        # A client that attaches after a fast job ended still gets its previews, as a
+        # local run shows them; then they leave memory.
+        asyncio.get_running_loop().call_later(self.preview_grace, self._drop_previews, job)
         self._prune()
+
+    @staticmethod
+    def _drop_previews(job: Job) -> None:
+        job.events = [e for e in job.events if e.type != PREVIEW]
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond `keep_jobs`."""

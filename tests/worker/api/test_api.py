@@ -27,6 +27,8 @@ from comfy_remote_exec.worker.inputs.blobs import BlobStore
 from comfy_remote_exec.worker.service.jobs import Job, JobStore
 from comfy_remote_exec.worker.service.service import JobService
 
+from ...helpers import eventually
+
 TOKEN = "unit-token"
 
 
@@ -131,6 +133,7 @@ async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
     async with httpx.AsyncClient() as http:
         service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
                              keep_jobs=2)
+        service.preview_grace = 0.2
         streams = []
         for n in range(3):
             job = Job(id=f"j{n}", status="running")
@@ -144,7 +147,12 @@ async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
             assert (await anext(stream)).seq == 1  # a live reader, mid-log
             streams.append(stream)
             await service.finished(job.id, Outcome("completed"))
-        # A live reader goes on by seq across the compaction: nothing lost, nothing twice.
+        # A reader that comes right after the end still gets the previews...
+        assert [e.type async for e in service.stream("j2")].count("preview") == 3
+        # ... until the grace period ends; a live reader goes on by seq across that
+        # compaction: nothing lost, nothing twice.
+        await eventually(lambda: all(e.type != "preview" for e in service.jobs["j2"].events),
+                         "previews dropped after the grace period", timeout=10)
         assert [e.seq async for e in streams[2]] == [2, 3, 4, 5, 6]
         late = [(e.seq, e.type) async for e in service.stream("j2")]
         assert late == [(1, "progress"), (5, "progress"), (6, "job_status")]
