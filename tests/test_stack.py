@@ -441,8 +441,8 @@ def test_text_bar_draws_in_place_on_a_terminal() -> None:
     bar = TextBar(out)  # type: ignore[arg-type]
     bar.update("m", 512, 1024)
     bar.finish("m", 1024, "downloaded")
-    assert out.text.startswith("\r") and "50.0%" in out.text and out.text.endswith("\n")
-    assert out.text.rsplit("\r", 1)[1].rstrip() == "m: downloaded (1.0 KiB)"
+    assert "50%" in out.text and "512/1.00k" in out.text, out.text
+    assert out.text.rstrip().endswith("m: downloaded (1.0 KiB)")
 
 
 # -- installing custom nodes ---------------------------------------------------------

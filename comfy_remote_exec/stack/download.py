@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
+from tqdm import tqdm
 
 from ..errors import RemoteExecError
 from ..fsutil import file_sha256
@@ -218,43 +219,29 @@ def _range_total(value: str | None) -> int | None:
 
 
 class TextBar:
-    """A one-line progress bar: redrawn in place on a terminal, a line every 10 s in logs."""
+    """Progress on stderr with tqdm: one bar per file, redrawn in place on a terminal,
+    a line now and then in logs (tqdm's own `mininterval`)."""
 
-    def __init__(self, stream: IO[str] | None = None, width: int = 28) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last = 0.0
-        self._drawn = 0
-        self._start: dict[str, tuple[float, int]] = {}
+        self._bars: dict[str, tqdm[Any]] = {}
 
     def update(self, name: str, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        started, first = self._start.setdefault(name, (now, done))
-        if now - self._last < (0.2 if self.tty else 10.0):
-            return
-        self._last = now
-        rate = (done - first) / max(now - started, 1e-6)
-        if total:
-            filled = min(self.width, self.width * done // total)
-            line = (f"{name} [{'#' * filled}{'.' * (self.width - filled)}] "
-                    f"{100 * done / total:5.1f}% {human_size(done)}/{human_size(total)}")
-        else:
-            line = f"{name} {human_size(done)}"
-        self._emit(f"{line} {human_size(int(rate))}/s", final=False)
+        bar = self._bars.get(name)
+        if bar is None:
+            bar = self._bars[name] = tqdm(
+                desc=name, total=total, initial=done, unit="B", unit_scale=True,
+                unit_divisor=1024, file=self.stream, dynamic_ncols=self.tty,
+                mininterval=0.2 if self.tty else 10.0, leave=False)
+        bar.total = total
+        bar.update(done - bar.n)
 
     def finish(self, name: str, done: int, note: str) -> None:
-        self._start.pop(name, None)
-        self._last = 0.0
-        self._emit(f"{name}: {note} ({human_size(done)})", final=True)
-
-    def _emit(self, line: str, *, final: bool) -> None:
-        if self.tty:
-            pad = " " * max(0, self._drawn - len(line))
-            self.stream.write(f"\r{line}{pad}" + ("\n" if final else ""))
-            self._drawn = 0 if final else len(line)
-        else:
-            self.stream.write(line + "\n")
+        bar = self._bars.pop(name, None)
+        if bar is not None:
+            bar.close()
+        self.stream.write(f"{name}: {note} ({human_size(done)})\n")
         self.stream.flush()
 
 

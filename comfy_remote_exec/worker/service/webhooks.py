@@ -12,11 +12,13 @@ import logging
 import time
 from typing import Any
 
+import backoff
 import httpx
 
 from ..inputs.urls import post_json
 
 log = logging.getLogger(__name__)
+_RETRY = object()  # an attempt's answer that asks for another (5xx, 408, 429, no answer)
 
 
 class WebhookSender:
@@ -36,23 +38,28 @@ class WebhookSender:
         return task
 
     async def deliver(self, url: str, payload: dict[str, Any]) -> bool:
-        delay = self.base_delay
-        for attempt in range(1, self.attempts + 1):
+        """POST with exponential backoff (the `backoff` library); True once a 2xx lands."""
+        event = payload["event"]
+
+        @backoff.on_predicate(backoff.expo, lambda retry: retry is _RETRY,
+                              max_tries=self.attempts, factor=self.base_delay, jitter=None,
+                              on_giveup=lambda _: log.warning(
+                                  "webhook %s gave up after %d attempts", event, self.attempts))
+        async def attempt() -> bool | object:
             try:
                 resp = await post_json(self.http, url, payload,
                                        allow_private=self.allow_private)
-                if resp.is_success:
-                    return True
-                if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
-                    log.warning("webhook %s refused with %s", payload["event"], resp.status_code)
-                    return False
             except Exception as exc:
-                log.info("webhook %s attempt %d failed: %s", payload["event"], attempt, exc)
-            if attempt < self.attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        log.warning("webhook %s gave up after %d attempts", payload["event"], self.attempts)
-        return False
+                log.info("webhook %s attempt failed: %s", event, exc)
+                return _RETRY
+            if resp.is_success:
+                return True
+            if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+                log.warning("webhook %s refused with %s", event, resp.status_code)
+                return False
+            return _RETRY
+
+        return await attempt() is True
 
     async def drain(self, timeout: float = 5.0) -> None:
         if self._tasks:

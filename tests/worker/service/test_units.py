@@ -73,3 +73,17 @@ async def test_webhook_gives_up_on_client_errors() -> None:
         sender = WebhookSender(client, allow_private=True, base_delay=0.001)
         assert not await sender.send("http://hooks.test/x", "job.failed", {})
     assert calls == 1
+
+
+async def test_webhook_gives_up_after_its_attempts() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        sender = WebhookSender(client, allow_private=True, attempts=3, base_delay=0.001)
+        assert not await sender.send("http://hooks.test/x", "job.failed", {})
+    assert calls == 3
