@@ -61,29 +61,17 @@ async def test_webhook_retries_with_backoff_then_succeeds() -> None:
     assert len(calls) == 3 and calls[-1]["event"] == "job.completed"
 
 
-async def test_webhook_gives_up_on_client_errors() -> None:
+@pytest.mark.parametrize(("status", "expected"), [(404, 1), (503, 3)])
+async def test_webhook_gives_up_on_client_errors_and_after_its_attempts(
+        status: int, expected: int) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        return httpx.Response(404)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        sender = WebhookSender(client, allow_private=True, base_delay=0.001)
-        assert not await sender.send("http://hooks.test/x", "job.failed", {})
-    assert calls == 1
-
-
-async def test_webhook_gives_up_after_its_attempts() -> None:
-    calls = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        return httpx.Response(503)
+        return httpx.Response(status)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         sender = WebhookSender(client, allow_private=True, attempts=3, base_delay=0.001)
         assert not await sender.send("http://hooks.test/x", "job.failed", {})
-    assert calls == 3
+    assert calls == expected
