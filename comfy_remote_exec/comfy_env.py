@@ -28,7 +28,7 @@ from .errors import RemoteExecError
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements.txt"
-REQUIRED_IMPORTS = "import aiohttp, httpx, httpx_sse, yaml, platformdirs, PIL"
+REQUIRED_IMPORTS = "import aiohttp, httpx, httpx_sse, backoff, yaml, platformdirs, PIL"
 # ComfyUI options by which the user already chose a device: no probe then.
 DEVICE_FLAGS = frozenset({"--cpu", "--directml", "--cuda-device", "--default-device",
                           "--oneapi-device-selector", "--gpu-only"})
