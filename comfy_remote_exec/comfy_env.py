@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +30,9 @@ from .errors import RemoteExecError
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = REPO / "requirements.txt"
-REQUIRED_IMPORTS = "import aiohttp, httpx, httpx_sse, backoff, yaml, platformdirs, PIL"
+# Checks, in ComfyUI's Python, that every distribution named in requirements.txt is
+# installed (the file is the one list; versions are pip's business when it installs).
+HAS_DISTRIBUTIONS = "import sys, importlib.metadata as m; [m.distribution(n) for n in sys.argv[1:]]"
 # ComfyUI options by which the user already chose a device: no probe then.
 DEVICE_FLAGS = frozenset({"--cpu", "--directml", "--cuda-device", "--default-device",
                           "--oneapi-device-selector", "--gpu-only"})
@@ -54,13 +58,46 @@ print("{PROBE_MARK}", torch.__version__, ",".join(found) or "-")
 """
 
 
+def custom_nodes_config(path: Path, section: str, nodes: Path) -> Path:
+    """Write an `--extra-model-paths-config` file that makes ComfyUI load the custom
+    nodes in `nodes` too, beside its own (the way to add code to a ComfyUI without
+    touching its folders). Returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{section}:\n  custom_nodes: {json.dumps(str(nodes))}\n",
+                    encoding="utf-8")
+    return path
+
+
+def extension_config(folder: Path) -> Path:
+    """An extra-paths file under `folder` whose custom_nodes folder holds only a link to
+    this repository: ComfyUI loads the extension from it (launcher and tests)."""
+    nodes = folder / "custom_nodes"
+    nodes.mkdir(parents=True, exist_ok=True)
+    link = nodes / "comfy-remote-exec"
+    if link.is_symlink() and link.resolve() != REPO:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    return custom_nodes_config(folder / "extra_model_paths.yaml", "comfy_remote_exec", nodes)
+
+
 class ComfyEnvError(RemoteExecError):
     code = "comfyui_environment"
 
 
+def required_names(path: Path = REQUIREMENTS) -> list[str]:
+    """The distribution names in a requirements file (comments and versions left out)."""
+    names = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec:
+            names.append(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
+    return names
+
+
 def has_requirements(python: str | os.PathLike[str]) -> bool:
-    return subprocess.run([str(python), "-c", REQUIRED_IMPORTS], capture_output=True,
-                          stdin=subprocess.DEVNULL).returncode == 0
+    return subprocess.run([str(python), "-c", HAS_DISTRIBUTIONS, *required_names()],
+                          capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
 
 
 @contextlib.contextmanager

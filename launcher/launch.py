@@ -34,7 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from comfy_remote_exec import local_comfy  # noqa: E402
-from comfy_remote_exec.comfy_env import ComfyEnvError, device_args, ensure_requirements  # noqa: E402
+from comfy_remote_exec.comfy_env import (  # noqa: E402
+    ComfyEnvError,
+    device_args,
+    ensure_requirements,
+    extension_config,
+)
 from comfy_remote_exec.comfy_install import ComfyInstallError, install_comfyui  # noqa: E402
 from comfy_remote_exec.discovery import (  # noqa: E402
     ComfyInstall,
@@ -168,21 +173,6 @@ def ask_extension(install: ComfyInstall) -> tuple[Path, dict[str, dict[str, str]
     return Path(found["state"]), dict(found["backends"])
 
 
-def extension_paths(state: Path) -> Path:
-    """An extra-paths file whose custom_nodes folder holds only a link to this repo."""
-    folder = state / "launcher"
-    nodes = folder / "custom_nodes"
-    nodes.mkdir(parents=True, exist_ok=True)
-    link = nodes / "comfy-remote-exec"
-    if link.is_symlink() and link.resolve() != REPO:
-        link.unlink()
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    config = folder / "extra_model_paths.yaml"
-    config.write_text(f"comfy_remote_exec:\n  custom_nodes: {nodes}\n", encoding="utf-8")
-    return config
-
-
 def worker_args(comfy_args: list[str]) -> list[str]:
     """The ComfyUI arguments that also make sense for a worker on this machine."""
     kept, skip = [], False
@@ -257,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             env.update(REMOTE_EXEC_URL=url, REMOTE_EXEC_TOKEN=token)
         cmd = [str(install.python), str(install.main_py), "--port", str(args.port),
                "--listen", args.listen, "--extra-model-paths-config",
-               str(extension_paths(state)), *comfy_args]
+               str(extension_config(state / "launcher")), *comfy_args]
         url = local_comfy.client_url(args.listen, args.port)
         say(f"starting ComfyUI ({args.backend} backend) on {url}")
         comfy = local_comfy.start(cmd, cwd=install.root, env=env, url=url)

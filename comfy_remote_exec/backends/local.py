@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,13 +34,12 @@ class LocalBackend:
 
     def __init__(self, *, url: str | None, comfyui: Path, worker_dir: Path,
                  token: str | None = None, client: httpx.AsyncClient | None = None,
-                 comfy_args: list[str] | None = None) -> None:
+                 comfy_args: Sequence[str] = ()) -> None:
         self.comfyui = comfyui
         self.worker_dir = worker_dir
         self.token = token
         self.client = client
-        self.comfy_args = comfy_args if comfy_args is not None else shlex.split(
-            os.environ.get("REMOTE_EXEC_WORKER_ARGS", ""))
+        self.comfy_args = list(comfy_args)  # its factory reads REMOTE_EXEC_WORKER_ARGS
         self._http = HttpBackend(url, token, client) if url else None
         self._proc: subprocess.Popen[str] | None = None
         self._lock = asyncio.Lock()

@@ -95,7 +95,8 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> BackendSpec | None:
-    return specs().get(name)
+    _load()
+    return _specs.get(name)
 
 
 def require_url(ctx: BackendContext, spec_name: str, what: str) -> str:

@@ -8,7 +8,6 @@ pieces without the HTTP app.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
+from ..comfy_env import custom_nodes_config
 from ..discovery import ComfyInstall
 from ..protocol import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS
 from .api.api import DIRS, SERVICE, add_routes, auth_middleware, error_middleware
@@ -57,7 +57,8 @@ class Worker:
                                   allow_private_urls=config.allow_private_urls,
                                   max_media_bytes=config.max_media_bytes,
                                   keep_jobs=config.keep_jobs)
-        hooks = ["--extra-model-paths-config", str(comfyui_hooks_config(state))]
+        hooks = ["--extra-model-paths-config", str(custom_nodes_config(
+            state / "comfyui_hooks.yaml", "comfy_remote_exec_worker", HOOK_NODES))]
         self.process = ComfyProcess(ComfyProcessConfig(
             install=config.install, base_dir=base, port=config.comfy_port,
             extra_args=[*config.comfy_args, *hooks]))
@@ -86,17 +87,8 @@ class Worker:
         await self.http.aclose()
 
 
+# The worker's ComfyUI hooks, loaded beside the base directory's own custom nodes.
 HOOK_NODES = Path(__file__).resolve().parent / "comfy" / "comfyui_nodes"
-
-
-def comfyui_hooks_config(state: Path) -> Path:
-    """An extra-paths file that loads the worker's ComfyUI hooks (`comfy/comfyui_nodes/`)
-    next to the base directory's own custom nodes, without touching them."""
-    state.mkdir(parents=True, exist_ok=True)
-    path = state / "comfyui_hooks.yaml"
-    path.write_text(f"comfy_remote_exec_worker:\n  custom_nodes: {json.dumps(str(HOOK_NODES))}\n",
-                    encoding="utf-8")
-    return path
 
 
 def token_from_env(name: str | None) -> str | None:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import platformdirs
 
-from comfy_remote_exec.comfy_env import ensure_requirements
+from comfy_remote_exec.comfy_env import ensure_requirements, extension_config
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.worker.comfy.comfy_process import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 SUITE_REQUIREMENTS = ("pytest", "websocket-client", "pytest-asyncio", "pytest-aiohttp")
 SUITE_TIMEOUT = 2400
 
@@ -90,14 +89,7 @@ def write_shim(folder: Path, install: ComfyInstall, base: Path, extra: list[str]
 def remote_setup(work: Path, install: ComfyInstall) -> tuple[list[str], dict[str, str]]:
     """Arguments and environment that load the extension in remote mode (`local`)."""
     ensure_requirements(install.python)
-    nodes = work / "extension"
-    nodes.mkdir(parents=True, exist_ok=True)
-    link = nodes / "comfy-remote-exec"
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    paths = work / "extension.yaml"
-    paths.write_text(f"comfy_remote_exec:\n  custom_nodes: {json.dumps(str(nodes))}\n",
-                     encoding="utf-8")
+    paths = extension_config(work / "extension")
     testing = suite_dir(install) / "extra_model_paths.yaml"
     env = {"REMOTE_EXEC_ENABLED": "1", "REMOTE_EXEC_BACKEND": "local",
            "REMOTE_EXEC_STATE_DIR": str(work / "state"),
