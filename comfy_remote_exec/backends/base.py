@@ -1,42 +1,80 @@
 """The one seam between the extension and any remote: the `Backend` protocol.
 
-A backend uploads content-addressed inputs, submits a `JobSpec`, streams the
-job's wire events (resuming after drops on its own), cancels, and downloads
-output files. Every transport error leaves a backend as a `RemoteExecError`.
+The contract, which every backend keeps and the extension relies on (as
+httpx states its transport's):
+
+* **Calls.** The extension calls `submit` once per job, then `events` for
+  that job (again after a restart, with the last `seq` it took as `after`),
+  `download` for files those events listed, and `cancel` at any time after
+  `submit` returned. `health` and `close` may be called at any time; `close`
+  is last. Calls for different jobs may run concurrently.
+* **Inputs.** `submit(spec, files)`: every `spec.media` item with a `sha256`
+  has its local file in `files` (sha256 → path). The backend makes each
+  available to the job its own way (the job API's blob store, RunPod's inline
+  base64 or a bucket), skipping what the remote already holds, and reports
+  which it sent and which it reused. Nothing of that outlives the call.
+* **Events.** `events(job_id, after)` yields the job's `Event`s with
+  `seq > after`, in order, without gaps or repeats, resuming dropped
+  connections on its own, and ends right after the terminal `job_status`.
+  When the remote itself loses the job, the backend makes up that terminal
+  `job_status` (failed, with the reason). Event types it does not know pass
+  through as `Unknown`.
+* **Outputs.** Each `OutputFile` of an `Executed` event carries everything
+  `download` needs (`url`, inline `data`, `download_url`, or `parts` already
+  joined into `data` by `events`); `download(job_id, output, dest)` writes its
+  bytes into `dest` and needs no state from earlier calls.
+* **No hidden state.** A backend keeps nothing between calls beyond its
+  connection settings and pooled connections; anything a later call needs
+  travels in what an earlier call returned.
+* **Errors.** Every failure leaves a backend as a `RemoteExecError`: refused
+  jobs as `BadRequest` with the remote's code and details, a wrong key as
+  `Unauthorized`, an unreachable remote as retryable `RemoteUnavailable`, a
+  protocol version the remote does not speak as `ProtocolMismatch`. No httpx
+  or aiohttp exception escapes.
+* **Protocol.** Every request names the wire protocol version it speaks
+  (`Remote-Exec-Protocol`, or `"protocol"` in a RunPod job's input).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from ..protocol import Event, JobSpec, OutputFile
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """What `submit` did: the remote job id, and which inputs went up or were reused."""
+
+    job_id: str
+    uploaded: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
 class Backend(Protocol):
     name: str
 
-    async def missing_blobs(self, hashes: list[str]) -> list[str]:
-        """Which of these input hashes the remote does not hold yet."""
-        ...
-
-    async def upload_blob(self, sha256: str, path: Path) -> None: ...
-
-    async def submit(self, spec: JobSpec) -> str:
-        """Queue a job; returns the remote job id. Raises `BadRequest` if refused."""
+    async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
+        """Ship the inputs the remote lacks and queue the job."""
         ...
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """The job's events with `seq > after`, ending after its terminal status."""
         ...
 
-    async def cancel(self, job_id: str) -> None: ...
+    async def cancel(self, job_id: str) -> None:
+        """Ask the remote to stop the job; a job that already ended is not an error."""
+        ...
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
         """Stream one output file into `dest`."""
         ...
 
-    async def health(self) -> dict[str, Any]: ...
+    async def health(self) -> dict[str, Any]:
+        """`{"status": ...}` and whatever else the remote tells (workers, queue)."""
+        ...
 
     async def close(self) -> None: ...

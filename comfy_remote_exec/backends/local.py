@@ -13,7 +13,7 @@ import logging
 import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +22,7 @@ import httpx
 from ..errors import RemoteUnavailable
 from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from ..protocol import Event, JobSpec, OutputFile
-from .base import Backend
+from .base import Backend, Submitted
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register
 
@@ -68,14 +68,8 @@ class LocalBackend:
         except RemoteUnavailable as exc:
             log.warning("the local worker did not start: %s", exc)
 
-    async def missing_blobs(self, hashes: list[str]) -> list[str]:
-        return await (await self._backend()).missing_blobs(hashes)
-
-    async def upload_blob(self, sha256: str, path: Path) -> None:
-        await (await self._backend()).upload_blob(sha256, path)
-
-    async def submit(self, spec: JobSpec) -> str:
-        return await (await self._backend()).submit(spec)
+    async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
+        return await (await self._backend()).submit(spec, files)
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         async for event in (await self._backend()).events(job_id, after):

@@ -9,9 +9,9 @@ server's own aiohttp start-up and shutdown signals.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import nodes
 import server
 from aiohttp import web
 from comfy_api import feature_flags
-from PIL import Image
 from protocol import BinaryEventTypes
 
 try:  # ComfyUI v0.26+: the jobs API and its id rules
@@ -35,10 +34,14 @@ from ..logsafe import hide_url_queries
 from .core import RemoteExec
 from .host import DEFAULT_USER
 from .intercept import make_middleware
-from .relay import legacy_preview
 from .routes import add_routes
 
 log = logging.getLogger("comfy_remote_exec")
+
+
+class EncodedFrame(bytes):
+    """A binary WebSocket message already encoded: `install` makes ComfyUI's send loop
+    pass it on as it is, in order with every other message."""
 
 
 class ComfyHost:
@@ -66,18 +69,17 @@ class ComfyHost:
 
     def send_preview(self, image: bytes, image_type: str, metadata: dict[str, Any],
                      sid: str | None) -> None:
+        # The remote's encoded image goes out as it came: no decoding, no re-encoding.
         if sid is not None and feature_flags.supports_feature(
                 self.server.sockets_metadata, sid, "supports_preview_metadata"):
-            # ComfyUI sends type-4 frames only from a decoded image and its metadata.
-            with Image.open(io.BytesIO(image)) as img:
-                img.load()
-                decoded = img.copy()
-            fmt = "PNG" if image_type == "image/png" else "JPEG"
+            meta = json.dumps({**metadata, "image_type": image_type}).encode("utf-8")
             self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA,
-                                  ((fmt, decoded, None), metadata), sid)
-        else:
+                                  EncodedFrame(struct.pack(">I", len(meta)) + meta + image),
+                                  sid)
+        else:  # the legacy frame: a 4-byte image format, then the image
+            kind = 2 if image_type == "image/png" else 1
             self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE,
-                                  legacy_preview(image, image_type), sid)
+                                  struct.pack(">I", kind) + image, sid)
 
     def next_number(self, front: bool) -> int:
         number = int(self.server.number)
@@ -159,7 +161,7 @@ class ComfyHost:
 
 def install() -> RemoteExec:
     prompt_server = server.PromptServer.instance
-    installed = getattr(prompt_server, "remote_exec", None)
+    installed: RemoteExec | None = getattr(prompt_server, "remote_exec", None)
     if installed is not None:  # loaded twice (e.g. cloned and launched): one set of hooks
         log.warning("comfy-remote-exec is loaded twice; keeping the first copy")
         return installed
@@ -192,6 +194,17 @@ def install() -> RemoteExec:
         return [*running, *remote_running], [*pending, *remote_pending]
 
     prompt_queue.get_current_queue_volatile = current_queue
+
+    # ComfyUI builds a type-4 preview only from a decoded image; ours arrive encoded.
+    local_send = prompt_server.send
+
+    async def send(event: Any, data: Any, sid: str | None = None) -> None:
+        if isinstance(data, EncodedFrame):
+            await prompt_server.send_bytes(event, bytes(data), sid)
+        else:
+            await local_send(event, data, sid)
+
+    prompt_server.send = send
 
     async def on_startup(app: web.Application) -> None:
         core.start()

@@ -25,14 +25,13 @@ from ..backends import registry
 from ..backends.base import Backend
 from ..backends.registry import BackendContext
 from ..config import (
-    ConfigError,
     RemoteConfig,
     config_path,
     load_secrets,
     resolve,
     token_for,
 )
-from ..errors import RemoteExecError
+from ..errors import ConfigError, RemoteExecError
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob

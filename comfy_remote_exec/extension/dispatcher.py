@@ -120,7 +120,7 @@ class Dispatcher:
         run = self.running.get(prompt_id)
         if run is None:
             return False
-        run.cancel_requested = True
+        run.cancel()
         if run.job.remote_id is not None:
             try:
                 await run.backend.cancel(run.job.remote_id)

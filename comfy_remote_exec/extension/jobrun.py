@@ -1,19 +1,29 @@
 """Run one accepted prompt on a backend and make it look local.
 
-In order: ship the inputs the remote lacks, submit, then follow the remote's
-events. Each event is re-sent to the submitting client under the local
-prompt id; each `executed` waits for its files to land locally and then
-points at them; the history entry is written before the final events go out,
-exactly as ComfyUI orders it, so the frontend finds the outputs when it asks.
-A failure that is not a ComfyUI error of its own (refused job, crash, lost
-remote) is turned into an `execution_error` the stock frontend shows.
+In order: ship the inputs the remote lacks and submit, then follow the
+remote's typed events until its terminal `job_status`. Each event is re-sent
+to the submitting client under the local prompt id; each `executed` waits for
+its files to land locally and then points at them; the history entry is
+written before the final messages go out, exactly as ComfyUI orders it, so
+the frontend finds the outputs when it asks. Event types this side does not
+know are passed to the client untouched.
+
+The run's `Lifecycle` (queued → running → an ending) is the one source of its
+status and error, and `_end` is the one place a run ends: whatever stopped
+it (ComfyUI's last `executing` after its ending message, the remote's
+terminal status, a refused submission, a lost remote, a cancel), it completes
+the history entry, turning a failure that is not a ComfyUI error of its own
+into an `execution_error` the stock frontend shows, then takes the job out of
+the queue and journal and sends the last `executing`. A run that ended at
+ComfyUI's `executing` still reads the remote's terminal status afterwards, for
+the record and the error toast, without holding up the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..backends.base import Backend
@@ -21,28 +31,36 @@ from ..errors import RemoteExecError
 from ..protocol import (
     CANCELLED,
     COMPLETED,
+    ENDINGS,
     FAILED,
-    JOB_STATUS,
-    PREVIEW,
-    TERMINAL_STATUSES,
+    RUNNING,
+    STAMPED,
     Event,
+    Executed,
+    Executing,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
     JobSpec,
+    JobStatus,
+    JsonObject,
+    Lifecycle,
     MediaItem,
-    OutputFile,
+    Payload,
+    Preview,
+    Unknown,
+    comfy_message,
 )
 from .host import Host
 from .inputs import InputHasher
 from .journal import DONE, SUBMITTED, Journal, RemoteJob
 from .landing import LandedFiles, Lander
-from .relay import HISTORY_MESSAGES, comfy_message, error_message, preview_parts
 
 log = logging.getLogger(__name__)
 
 # `extra_data` keys that mean something only to this ComfyUI; the rest (such as
 # `extra_pnginfo`, the editor's workflow saved into PNGs) goes to the remote's.
 LOCAL_EXTRA_DATA = frozenset({"client_id", "create_time", "remote_exec"})
-ENDINGS = {"execution_success": COMPLETED, "execution_error": FAILED,
-           "execution_interrupted": CANCELLED}
 
 
 class JobRun:
@@ -58,105 +76,133 @@ class JobRun:
         self.lander = Lander(host.output_dir, host.temp_dir, landed)
         self.on_output = on_output
         self.on_end = on_end
-        self.outputs: dict[str, dict[str, Any]] = {}
-        self.meta: dict[str, dict[str, Any]] = {}
+        self.life = Lifecycle()
+        self.outputs: dict[str, JsonObject] = {}
+        self.meta: dict[str, JsonObject] = {}
         self.messages: list[list[Any]] = []
         self.executed_nodes: list[str] = []
         self.history_written = False
-        self.ended = False
-        self.cancel_requested = False
+        self.ending: str | None = None  # the status ComfyUI's ending message means
+        self.remote_ended = False  # the remote's terminal status was taken
 
     # -- the run --------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run to the end. Cancellation (shutdown) leaves the journal entry to resume from."""
+        events: AsyncIterator[Event] | None = None
         try:
             if self.job.remote_id is None:
                 await self._submit()
-            await self._follow()
+            assert self.job.remote_id is not None
+            events = self.backend.events(self.job.remote_id)
+            status, error = await self._follow(events)
         except RemoteExecError as exc:
             exc.job_id = exc.job_id or self.job.remote_id
-            self._fail(exc.to_dict())
+            status, error = FAILED, exc
         except Exception as exc:
             log.exception("remote job %s failed in the extension", self.job.prompt_id)
-            self._fail({"code": "extension_error", "message": f"{type(exc).__name__}: {exc}"})
-        self.job.state = DONE
-        self.journal.remove(self.job.prompt_id)
+            status, error = FAILED, RemoteExecError(f"{type(exc).__name__}: {exc}",
+                                                    code="extension_error")
+        self._end(status, error)
+        if events is not None and not self.remote_ended:
+            await self._remote_status(events)
+
+    def cancel(self) -> bool:
+        """Note a cancel (the dispatcher tells the remote); False once the run ended."""
+        return self.life.request_cancel()
 
     async def _submit(self) -> None:
         job = self.job
         roots = {"input": self.host.input_dir, "output": self.host.output_dir,
                  "temp": self.host.temp_dir}
         files = await asyncio.to_thread(self.hasher.collect, job.prompt, roots)
-        missing = set(await self.backend.missing_blobs([f.sha256 for f in files]))
-        for item in files:
-            if item.sha256 in missing:
-                await self.backend.upload_blob(item.sha256, item.path)
-                job.uploaded.append(item.sha256)
-                missing.discard(item.sha256)
-            else:
-                job.reused.append(item.sha256)
         spec = JobSpec(workflow=job.prompt,
                        media=[MediaItem(name=f.name, sha256=f.sha256) for f in files],
                        partial_execution_targets=job.partial_execution_targets,
                        extra={"local_prompt_id": job.prompt_id},
                        extra_data={k: v for k, v in job.extra_data.items()
                                    if k not in LOCAL_EXTRA_DATA})
-        if self.cancel_requested:
+        if self.life.cancel_requested:
             raise RemoteExecError("cancelled before it started", code="cancelled")
-        job.remote_id = await self.backend.submit(spec)
+        submitted = await self.backend.submit(spec, {f.sha256: f.path for f in files})
+        job.uploaded += submitted.uploaded
+        job.reused += submitted.reused
+        job.remote_id = submitted.job_id
         job.state = SUBMITTED
         self.journal.save(job)
-        if self.cancel_requested:  # cancelled while the submission was in flight
+        if self.life.cancel_requested:  # cancelled while the submission was in flight
             await self.backend.cancel(job.remote_id)
 
-    async def _follow(self) -> None:
-        assert self.job.remote_id is not None
-        async for event in self.backend.events(self.job.remote_id):
-            await self._handle(event)
-            if event.terminal:
-                return
+    async def _follow(self, events: AsyncIterator[Event]
+                      ) -> tuple[str, RemoteExecError | None]:
+        """Relay events until the job is over: ComfyUI's last `executing` after its
+        ending message, or the remote's terminal status."""
+        async for event in events:
+            payload = event.payload
+            if isinstance(payload, JobStatus):
+                self.job.status = payload.status
+                if payload.status == RUNNING:
+                    self.life.start()
+                if payload.terminal:
+                    self.remote_ended = True
+                    return payload.status, payload.error
+            elif (isinstance(payload, Executing) and payload.node is None
+                  and self.ending is not None):
+                return self.ending, None
+            else:
+                await self._relay(event, payload)
         raise RemoteExecError("the remote event stream ended before the job did",
                               code="stream_ended", retryable=True)
 
-    async def _handle(self, event: Event) -> None:
-        job = self.job
-        if event.type == JOB_STATUS:
-            await self._on_status(event.data)
-            return
-        if event.type == PREVIEW:
-            image, image_type, meta = preview_parts(event.data, job.prompt_id)
-            self.host.send_preview(image, image_type, meta, job.client_id)
-            return
-        message = comfy_message(event, job.prompt_id)
-        if message is None:
-            return
-        kind, data = message
-        if kind == "executed":
-            data["output"] = await self._land(event.data)
-            node = str(event.data.get("node"))
-            self.outputs[node] = data["output"]
-            self.meta[node] = {"node_id": node, "display_node": event.data.get("display_node"),
-                               "parent_node": None, "real_node_id": node}
-        elif kind == "executing" and event.data.get("node") is not None:
-            self.executed_nodes.append(str(event.data["node"]))
-        if kind in HISTORY_MESSAGES:
-            self.messages.append([kind, data])
-        if kind in ENDINGS:
-            # The record says what the user sees; the remote's own status follows.
-            job.status = ENDINGS[kind]
-            self._write_history(kind == "execution_success")
-        if kind == "executing" and event.data.get("node") is None:
-            self._end()  # only after the history entry; else the failure path ends it
-            return
-        self.host.send(kind, data, job.client_id)
+    async def _remote_status(self, events: AsyncIterator[Event]) -> None:
+        """After the end: the remote's own status, for the record and the toast."""
+        try:
+            async for event in events:
+                payload = event.payload
+                if isinstance(payload, JobStatus) and payload.terminal:
+                    if payload.error is not None and payload.status != COMPLETED:
+                        self.job.error = payload.error.to_dict()
+                        self._notify_error(payload.error)
+                    return
+        except RemoteExecError as exc:
+            log.debug("remote job %s: no final status (%s)", self.job.remote_id, exc)
 
-    async def _land(self, data: dict[str, Any]) -> dict[str, Any]:
+    async def _relay(self, event: Event, payload: Payload) -> None:
+        job = self.job
+        if isinstance(payload, Preview):
+            self.host.send_preview(payload.image, payload.image_type, {
+                "node_id": payload.node, "prompt_id": job.prompt_id,
+                "display_node_id": payload.display_node or payload.node,
+                "parent_node_id": payload.parent_node,
+                "real_node_id": payload.real_node or payload.node}, job.client_id)
+            return
+        if isinstance(payload, Unknown):
+            self.host.send(payload.type, payload.data, job.client_id)
+            return
+        if isinstance(payload, Executing) and payload.node is None:
+            return  # the run's own end sends it, after the history entry
+        message = comfy_message(payload, job.prompt_id, event.ts)
+        if isinstance(payload, Executed):
+            message["output"] = output = await self._land(payload)
+            self.outputs[payload.node] = output
+            self.meta[payload.node] = {
+                "node_id": payload.node, "display_node": payload.display_node,
+                "parent_node": None, "real_node_id": payload.node}
+        elif isinstance(payload, Executing) and payload.node is not None:
+            self.executed_nodes.append(payload.node)
+        if type(payload) in STAMPED:
+            self.messages.append([payload.TYPE, message])
+        if type(payload) in ENDINGS:
+            # The history entry first, as ComfyUI writes it before these messages.
+            self.ending = ENDINGS[type(payload)]
+            self._write_history(self.ending == COMPLETED)
+        self.host.send(payload.TYPE, message, job.client_id)
+
+    async def _land(self, executed: Executed) -> JsonObject:
         """The node's UI output, with each remote file replaced by its landed copy."""
-        output = {k: list(v) if isinstance(v, list) else v
-                  for k, v in (data.get("output") or {}).items()}
-        for raw in data.get("files") or []:
-            out = OutputFile.parse(raw)
+        output: JsonObject = {k: list(v) if isinstance(v, list) else v
+                              for k, v in executed.output.items()}
+        for out in executed.files:
             key = f"{out.node_id}/{out.key}/{out.index}/{out.sha256}"
             entry = self.job.landed.get(key)
             if entry is None or self.lander.existing(entry, out) is None:
@@ -170,81 +216,67 @@ class JobRun:
             items = output.get(out.key)
             if isinstance(items, list) and out.index < len(items) and isinstance(
                     items[out.index], dict):
-                items[out.index] = {**items[out.index], **entry}
+                items[out.index] = {**items[out.index], **entry}  # type: ignore[dict-item]
         return output
 
-    async def _on_status(self, data: dict[str, Any]) -> None:
-        status = data.get("status")
-        self.job.status = status
-        if status not in TERMINAL_STATUSES:
-            return
-        if status == COMPLETED:
-            self._write_history(True)
-        elif status == CANCELLED:
-            if not self.history_written:
-                self._interrupted()
-        elif status == FAILED:
-            error = data.get("error") or {}
-            self.job.error = error
+    # -- the end --------------------------------------------------------------------
+
+    def _end(self, status: str, error: RemoteExecError | None) -> None:
+        """The one place a run ends: history, lifecycle, queue, journal, last message."""
+        job = self.job
+        if status != COMPLETED and error is not None:
+            job.error = error.to_dict()
             self._notify_error(error)
-            if not self.history_written:
-                self._fail(error)
-        self._end()
-
-    # -- endings ----------------------------------------------------------------------
-
-    def _interrupted(self) -> None:
-        self._conclude("execution_interrupted", {
-            "prompt_id": self.job.prompt_id, "node_id": "", "node_type": "",
-            "executed": self.executed_nodes, "timestamp": 0})
-
-    def _fail(self, error: dict[str, Any]) -> None:
-        """End the job locally with an error the frontend shows."""
-        if self.job.error is None:
-            self.job.error = error
-            self._notify_error(error)
-        if self.history_written:
-            self._end()
-            return
-        if error.get("code") == "cancelled" or self.cancel_requested:
-            self._interrupted()
-            return
-        if not self.messages:
-            start = {"prompt_id": self.job.prompt_id, "timestamp": 0}
-            self.messages.append(["execution_start", start])
-            self.host.send("execution_start", start, self.job.client_id)
-        self._conclude("execution_error",
-                       error_message(self.job.prompt_id, error, self.executed_nodes))
-
-    def _conclude(self, kind: str, data: dict[str, Any]) -> None:
-        """An ending the remote never sent: into history, to the client, then the end."""
-        self.messages.append([kind, data])
-        self.job.status = ENDINGS[kind]
-        self._write_history(False)
-        self.host.send(kind, data, self.job.client_id)
-        self._end()
-
-    def _notify_error(self, error: dict[str, Any]) -> None:
-        self.host.send("remote_exec.error", {
-            "prompt_id": self.job.prompt_id, "message": error.get("message"),
-            "code": error.get("code"), "node_id": error.get("node_id"),
-            "log_tail": (error.get("log_tail") or [])[-20:]}, self.job.client_id)
-
-    def _end(self) -> None:
-        """As ComfyUI does: out of the queue first, then the last `executing`.
-
-        The job is done for the user; its journal entry goes, so a restart
-        does not replay it, while the task may still take the remote's status.
-        """
-        if self.ended or not self.history_written:
-            return
-        self.ended = True
-        self.job.state = DONE
-        self.journal.remove(self.job.prompt_id)
+        if not self.history_written:
+            if (status == CANCELLED or self.life.cancel_requested
+                    or (error is not None and error.code == "cancelled")):
+                status = CANCELLED
+                self._conclude(ExecutionInterrupted(node_id="", node_type="",
+                                                   executed=list(self.executed_nodes)))
+            elif status == COMPLETED:
+                self._write_history(True)
+            else:
+                status = FAILED
+                if not self.messages:
+                    self._send(ExecutionStart())
+                self._conclude(self._error_payload(error))
+        self.life.end(status, None if status == COMPLETED else error)
+        job.status, job.state = status, DONE
+        self.journal.remove(job.prompt_id)
         if self.on_end is not None:
-            self.on_end(self.job)
-        self.host.send("executing", {"node": None, "prompt_id": self.job.prompt_id},
-                       self.job.client_id)
+            self.on_end(job)
+        self.host.send("executing", {"node": None, "prompt_id": job.prompt_id},
+                       job.client_id)
+
+    def _send(self, payload: Payload) -> None:
+        message = comfy_message(payload, self.job.prompt_id, 0.0)
+        if type(payload) in STAMPED:
+            self.messages.append([payload.TYPE, message])
+        self.host.send(payload.TYPE, message, self.job.client_id)
+
+    def _conclude(self, payload: Payload) -> None:
+        """An ending the remote never sent: into history, then to the client."""
+        message = comfy_message(payload, self.job.prompt_id, 0.0)
+        self.messages.append([payload.TYPE, message])
+        self._write_history(False)
+        self.host.send(payload.TYPE, message, self.job.client_id)
+
+    def _error_payload(self, error: RemoteExecError | None) -> ExecutionError:
+        """An `execution_error` for a failure with no ComfyUI error event of its own
+        (the remote refused the job, crashed, or could not be reached)."""
+        message = error.message if error else "the remote job failed"
+        return ExecutionError(
+            node_id=(error.node_id if error else None) or "",
+            node_type=(error.node_type if error else None) or "",
+            executed=list(self.executed_nodes), exception_message=f"[remote] {message}",
+            exception_type=f"RemoteExec.{error.code if error else 'error'}",
+            traceback=[f"{line}\n" for line in (error.log_tail if error else [])[-20:]],
+            current_inputs={}, current_outputs=[])
+
+    def _notify_error(self, error: RemoteExecError) -> None:
+        self.host.send("remote_exec.error", {
+            "prompt_id": self.job.prompt_id, "message": error.message, "code": error.code,
+            "node_id": error.node_id, "log_tail": error.log_tail[-20:]}, self.job.client_id)
 
     def _write_history(self, success: bool) -> None:
         if self.history_written:

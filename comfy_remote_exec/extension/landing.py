@@ -135,17 +135,17 @@ class Lander:
             path = confined(self.root(entry["type"]), _relpath(entry))
         except (KeyError, ValueError):
             return None
-        return entry if _same_file(path, out.sha256, out.size) else None
+        return entry if _same_file(path, out.sha256, out.size_bytes) else None
 
     async def land(self, backend: Backend, remote_id: str, out: OutputFile,
                    remote: str = "") -> dict[str, Any]:
         """Download `out` (unless this remote file landed before) and return its local
         UI entry `{filename, subfolder, type}`. `remote` names the remote it came from."""
-        identity = (remote, out.type, out.relpath, out.sha256)
-        known = self.landed.recall(identity, self.root(out.type))
+        identity = (remote, out.folder, out.relpath, out.sha256)
+        known = self.landed.recall(identity, self.root(out.folder))
         if known is not None:
             return known
-        root = self.root(out.type)
+        root = self.root(out.folder)
         try:
             folder = confined(root, out.subfolder)
         except ValueError:
@@ -157,7 +157,7 @@ class Lander:
             with part.open("wb") as fh:
                 writer = HashingWriter(fh)
                 await backend.download(remote_id, out, writer)  # type: ignore[arg-type]
-            if writer.digest.hexdigest() != out.sha256 or writer.size != out.size:
+            if writer.digest.hexdigest() != out.sha256 or writer.size != out.size_bytes:
                 raise RemoteExecError(
                     f"{out.filename} arrived corrupted (sha256 or size differs)",
                     code="output_corrupted", retryable=True)
@@ -166,7 +166,7 @@ class Lander:
             part.unlink(missing_ok=True)
         sub = folder.relative_to(root.resolve()).as_posix()
         entry = {"filename": name, "subfolder": "" if sub == "." else sub,
-                 "type": self.local_type(out.type)}
+                 "type": self.local_type(out.folder)}
         self.landed.remember(identity, entry, folder / name)
         return entry
 

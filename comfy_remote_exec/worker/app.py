@@ -18,7 +18,14 @@ from aiohttp import web
 from ..comfy_env import custom_nodes_config
 from ..discovery import ComfyInstall
 from ..protocol import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS
-from .api.api import DIRS, SERVICE, add_routes, auth_middleware, error_middleware
+from .api.api import (
+    DIRS,
+    SERVICE,
+    add_routes,
+    auth_middleware,
+    error_middleware,
+    protocol_middleware,
+)
 from .api.compat import add_compat_routes
 from .comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from .comfy.outputs import ComfyDirs
@@ -68,7 +75,7 @@ class Worker:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[
-            error_middleware, auth_middleware(self.config.token)])
+            error_middleware, auth_middleware(self.config.token), protocol_middleware])
         app[SERVICE] = self.service
         app[DIRS] = self.dirs
         routes = web.RouteTableDef()

@@ -1,4 +1,4 @@
-"""The http backend's event stream: a dropped stream resumes where it stopped."""
+"""The http backend: a dropped stream resumes where it stopped; the protocol is named."""
 
 from __future__ import annotations
 
@@ -7,21 +7,30 @@ import json
 import httpx
 
 from comfy_remote_exec.backends.http import HttpBackend
-from comfy_remote_exec.protocol import Event
+from comfy_remote_exec.protocol import (
+    PROTOCOL_HEADER,
+    Event,
+    Executed,
+    Executing,
+    ExecutionStart,
+    JobStatus,
+    Unknown,
+)
 
 
 def sse(events: list[Event]) -> bytes:
-    return b"".join(f"id: {e.seq}\ndata: {json.dumps(e.to_dict())}\n\n".encode()
+    return b"".join(f"id: {e.seq}\ndata: {json.dumps(e.to_wire())}\n\n".encode()
                     for e in events)
 
 
 async def test_a_dropped_stream_resumes_after_the_last_event() -> None:
-    log = [Event(1, "execution_start", {}, 1.0), Event(2, "executing", {"node": "1"}, 1.0),
-           Event(3, "executed", {"node": "1", "output": {}}, 1.0),
-           Event(4, "job_status", {"status": "completed"}, 1.0)]
+    log = [Event(1, ExecutionStart(), 1.0), Event(2, Executing("1"), 1.0),
+           Event(3, Unknown("from_a_newer_worker", {"x": [1]}), 1.0),
+           Event(4, Executed("1", "1", {}), 1.0), Event(5, JobStatus("completed"), 1.0)]
     asked: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers[PROTOCOL_HEADER] == "2"
         after = int(request.url.params["after"])
         asked.append(after)
         # The first connection drops after two events (a proxy cut, a restart...).
@@ -31,7 +40,7 @@ async def test_a_dropped_stream_resumes_after_the_last_event() -> None:
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     backend = HttpBackend("http://worker", "t", client)
-    got = [event.seq async for event in backend.events("job")]
+    got = [event async for event in backend.events("job")]
     await client.aclose()
-    assert got == [1, 2, 3, 4], "no gap and no duplicate"
+    assert got == log, "no gap and no duplicate; the unknown event passes through"
     assert asked == [0, 2]

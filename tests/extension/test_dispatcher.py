@@ -9,13 +9,22 @@ its way, and the next queued job starts then.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from comfy_remote_exec.backends.base import Submitted
 from comfy_remote_exec.extension.dispatcher import Dispatcher
 from comfy_remote_exec.extension.journal import Journal, RemoteJob
-from comfy_remote_exec.protocol import Event, JobSpec
+from comfy_remote_exec.protocol import (
+    Event,
+    Executing,
+    ExecutionStart,
+    ExecutionSuccess,
+    JobSpec,
+    JobStatus,
+    Payload,
+)
 
 
 class RecordingHost:
@@ -56,22 +65,19 @@ class ScriptedBackend:
         self.submitted: list[str] = []
         self.two_submitted = asyncio.Event()
 
-    async def missing_blobs(self, hashes: list[str]) -> list[str]:
-        return []
-
-    async def submit(self, spec: JobSpec) -> str:
+    async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
         self.submitted.append(spec.extra["local_prompt_id"])
         if len(self.submitted) == 2:
             self.two_submitted.set()
-        return f"remote-{len(self.submitted)}"
+        return Submitted(f"remote-{len(self.submitted)}")
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        script = [("job_status", {"status": "running"}), ("execution_start", {}),
-                  ("execution_success", {}), ("executing", {"node": None})]
-        for seq, (kind, data) in enumerate(script, 1):
-            yield Event(seq, kind, data, 0.0)
+        script: list[Payload] = [JobStatus("running"), ExecutionStart(), ExecutionSuccess(),
+                                 Executing(None)]
+        for seq, payload in enumerate(script, 1):
+            yield Event(seq, payload, 0.0)
         await self.release.wait()
-        yield Event(len(script) + 1, "job_status", {"status": "completed"}, 0.0)
+        yield Event(len(script) + 1, JobStatus("completed"), 0.0)
 
     async def cancel(self, job_id: str) -> None: ...
     async def close(self) -> None: ...

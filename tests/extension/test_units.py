@@ -1,4 +1,4 @@
-"""Extension pieces that need no ComfyUI: config, secrets, landing, relay, inputs."""
+"""Extension pieces that need no ComfyUI: config, secrets, landing, inputs."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from comfy_remote_exec.errors import RemoteExecError
 from comfy_remote_exec.extension.core import remote_override
 from comfy_remote_exec.extension.inputs import InputHasher, referenced_files
 from comfy_remote_exec.extension.landing import Lander, candidate_names, numbered
-from comfy_remote_exec.extension.relay import comfy_message, legacy_preview, preview_parts
-from comfy_remote_exec.protocol import Event, OutputFile
+from comfy_remote_exec.protocol import OutputFile
 
 from ..helpers import write_secrets
 
@@ -110,7 +109,7 @@ class BytesBackend:
 
 def out(filename: str, data: bytes, subfolder: str = "", type_: str = "output") -> OutputFile:
     return OutputFile(node_id="9", key="images", filename=filename, subfolder=subfolder,
-                      type=type_, kind="image", size=len(data),
+                      folder=type_, type="image", size_bytes=len(data),
                       sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -142,29 +141,6 @@ async def test_landing_refuses_corruption_and_escapes(tmp_path: Path) -> None:
     with pytest.raises(RemoteExecError, match="escapes"):
         await lander.land(BytesBackend(b"x"), "j",  # type: ignore[arg-type]
                           out("x.png", b"x", subfolder="link"))
-
-
-# -- relay --------------------------------------------------------------------------------
-
-
-def test_messages_get_the_local_prompt_id() -> None:
-    ev = Event(3, "progress_state", {"nodes": {"2": {"state": "running"}}}, 10.0)
-    kind, data = comfy_message(ev, "local-1") or ("", {})
-    assert kind == "progress_state" and data["prompt_id"] == "local-1"
-    assert data["nodes"]["2"]["prompt_id"] == "local-1"
-    executed = Event(4, "executed", {"node": "3", "output": {}, "files": [1]}, 0)
-    assert "files" not in (comfy_message(executed, "p") or ("", {}))[1]
-    assert comfy_message(Event(5, "job_status", {"status": "running"}, 0), "p") is None
-    start = comfy_message(Event(1, "execution_start", {}, 12.5), "p")
-    assert start is not None and start[1]["timestamp"] == 12500
-
-
-def test_preview_parts_and_legacy_frame() -> None:
-    data = {"node": "7", "image_type": "image/png", "image": base64.b64encode(b"PNG").decode()}
-    image, image_type, meta = preview_parts(data, "p")
-    assert (image, image_type, meta["node_id"], meta["prompt_id"]) == (b"PNG", "image/png",
-                                                                       "7", "p")
-    assert legacy_preview(b"JPG", "image/jpeg") == b"\x00\x00\x00\x01JPG"
 
 
 # -- inputs -------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ def download_matches(worker: WorkerHandle, job: dict) -> None:
     for out in job["outputs"]:
         resp = worker.client.get(out["url"])
         assert resp.status_code == 200, resp.text
-        folder = worker.base / out["type"] / out["subfolder"]
+        folder = worker.base / out["folder"] / out["subfolder"]
         on_disk = (folder / out["filename"]).read_bytes()
         assert resp.content == on_disk
         assert hashlib.sha256(on_disk).hexdigest() == out["sha256"]
-        assert out["size"] == len(on_disk)
+        assert out["size_bytes"] == len(on_disk)
 
 
 def assert_ordered(events: list[dict]) -> None:
@@ -91,7 +91,7 @@ def test_save_video(worker: WorkerHandle) -> None:
     job, _ = worker.run({"workflow": workflow("video")})
     assert job["status"] == "completed", job
     out = job["outputs"][0]
-    assert out["kind"] == "video" and out["subfolder"] == "video"
+    assert out["type"] == "video" and out["subfolder"] == "video"
     download_matches(worker, job)
 
 
@@ -108,7 +108,7 @@ def test_any_file_output(worker: WorkerHandle) -> None:
                   "inputs": {"name": "data.bin", "subfolder": "files", "size": 300_000}}}
     job, _ = worker.run({"workflow": flow})
     assert job["status"] == "completed", job
-    assert job["outputs"][0]["kind"] == "file"
+    assert job["outputs"][0]["type"] == "file"
     download_matches(worker, job)
 
 
@@ -121,7 +121,7 @@ def test_previews_are_relayed_and_temp_outputs_marked(worker: WorkerHandle) -> N
     assert len(previews) == 3
     assert previews[0]["node"] == "2" and previews[0]["image_type"] == "image/jpeg"
     assert base64.b64decode(previews[0]["image"])[:2] == b"\xff\xd8"
-    assert job["outputs"][0]["type"] == "temp" and job["outputs"][0]["preview"] is True
+    assert job["outputs"][0]["folder"] == "temp" and job["outputs"][0]["preview"] is True
 
 
 def test_inline_base64_on_request(worker: WorkerHandle) -> None:

@@ -5,6 +5,10 @@ bare `web.Application` mounts the API in tests and `app.build_app` mounts it
 in production. Errors leave through `error_middleware` as JSON
 `{"error": {code, message, ...}}` with the error's HTTP status; a bearer token,
 when configured, is checked in constant time on everything but `GET /health`.
+A client that names its protocol version (`Remote-Exec-Protocol`) and names
+one this worker does not speak is refused with `protocol_mismatch`; clients
+that name none (the job API's existing clients) are served as they were.
+The handlers reach the job service only; it alone talks to the runner.
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import BadRequest, NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
-from ...protocol import PROTOCOL_VERSION, JobSpec, is_sha256
+from ...errors import BadRequest, NotFound, RemoteExecError, Unauthorized
+from ...protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    JobSpec,
+    OutputFile,
+    check_version,
+    is_sha256,
+)
 from ..comfy.outputs import ComfyDirs
 from ..service.jobs import Job
 from ..service.service import JobService
@@ -55,6 +67,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                               code="internal_error"))
 
 
+@web.middleware
+async def protocol_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    asked = request.headers.get(PROTOCOL_HEADER)
+    if asked is not None:
+        check_version(int(asked) if asked.isdigit() else asked, peer="client")
+    return await handler(request)
+
+
 def auth_middleware(token: str | None) -> Any:
     expected = token.encode() if token else None
 
@@ -84,16 +104,16 @@ async def submit_from(request: web.Request) -> Job:
     return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
 
 
-def output_base64(dirs: ComfyDirs, out: dict[str, Any]) -> str:
-    path = dirs.resolve(out["type"], out["subfolder"], out["filename"])
+def output_base64(dirs: ComfyDirs, out: OutputFile) -> str:
+    path = dirs.resolve(out.folder, out.subfolder, out.filename)
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def job_view(job: Job, with_base64: bool, dirs: ComfyDirs) -> dict[str, Any]:
     view = job.view()
     if with_base64:
-        for out in view["outputs"]:
-            out["base64"] = output_base64(dirs, out)
+        for out, file in zip(view["outputs"], job.outputs, strict=True):
+            out["base64"] = output_base64(dirs, file)
     return view
 
 
@@ -144,7 +164,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
         await resp.prepare(request)
         try:
             async for event in service.stream(job.id, after):
-                payload = json.dumps(event.to_dict(), separators=(",", ":"))
+                payload = json.dumps(event.to_wire(), separators=(",", ":"))
                 await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
                                  .encode())
             await resp.write_eof()
@@ -156,9 +176,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
     async def download(request: web.Request) -> web.StreamResponse:
         job = request.app[SERVICE].get(request.match_info["job_id"])
         type_name, rel = request.match_info["type"], request.match_info["path"]
-        listed = any(o["type"] == type_name and
-                     (f"{o['subfolder']}/{o['filename']}" if o["subfolder"] else o["filename"])
-                     == rel for o in job.outputs)
+        listed = any(o.folder == type_name and o.relpath == rel for o in job.outputs)
         if not listed:
             raise NotFound(f"job {job.id} has no output {type_name}/{rel}",
                            code="output_not_found", job_id=job.id)
@@ -190,32 +208,17 @@ def add_routes(routes: web.RouteTableDef) -> None:
 
     @routes.get("/v1/object_info")
     async def object_info(request: web.Request) -> web.Response:
-        _comfy(request)
-        runner = request.app[SERVICE].runner
-        assert runner is not None
-        return web.json_response(await runner.object_info(refresh=True))
+        return web.json_response(await request.app[SERVICE].object_info())
 
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:
         service = request.app[SERVICE]
-        runner = service.runner
-        healthy = bool(runner and runner.process.healthy)
+        healthy = service.healthy
         body: dict[str, Any] = {
             "status": "ok" if healthy else "starting", "comfyui": healthy,
-            "protocol": PROTOCOL_VERSION,
-            "jobs_active": runner.active() if runner else 0,
+            "protocol": PROTOCOL_VERSION, "protocols": sorted(SUPPORTED_VERSIONS),
+            "jobs_active": service.active(),
         }
         if "deep" in request.query:
-            client = _comfy(request)
-            body["system_stats"] = await client.system_stats()
-            folders = await client.models()
-            body["models"] = {folder: await client.models(folder)
-                              for folder in (folders if isinstance(folders, list) else [])}
+            body |= await service.comfy_report()
         return web.json_response(body, status=200 if healthy else 503)
-
-
-def _comfy(request: web.Request) -> Any:
-    runner = request.app[SERVICE].runner
-    if runner is None or runner.client is None or not runner.process.healthy:
-        raise RemoteUnavailable("ComfyUI is not running yet", code="comfyui_unhealthy")
-    return runner.client

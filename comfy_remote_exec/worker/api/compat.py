@@ -22,10 +22,10 @@ from .api import DIRS, SERVICE, output_base64, submit_from
 def _images(job: Job, dirs: ComfyDirs) -> list[dict[str, Any]]:
     images = []
     for out in job.outputs:
-        if out["kind"] != "image" or out["type"] != "output":
+        if out.type != "image" or out.folder != "output":
             continue
-        images.append({"filename": out["filename"], "subfolder": out["subfolder"],
-                       "node_id": out["node_id"], "data": output_base64(dirs, out)})
+        images.append({"filename": out.filename, "subfolder": out.subfolder,
+                       "node_id": out.node_id, "data": output_base64(dirs, out)})
     return images
 
 
@@ -46,7 +46,7 @@ def add_compat_routes(routes: web.RouteTableDef) -> None:
             return web.json_response({"status": "COMPLETED", "call_id": job.id,
                                       "output": {"images": images}})
         if job.status in (FAILED, CANCELLED):
-            error = (job.error or {}).get("message") or job.status
+            error = job.life.error.message if job.life.error else job.status
             return web.json_response({"status": job.status.upper(), "call_id": job.id,
                                       "error": error}, status=200)
         return web.json_response({"status": "RUNNING", "call_id": job.id,

@@ -1,20 +1,101 @@
 """Talk to one ComfyUI over its own HTTP API and WebSocket.
 
-A thin async client over an injected `aiohttp.ClientSession`. It translates
-ComfyUI's answers into our errors at this one boundary: a rejected prompt
-becomes `BadRequest` carrying ComfyUI's `error` and `node_errors` untouched,
-a dead ComfyUI becomes `RemoteUnavailable`.
+A thin async client over an injected `aiohttp.ClientSession`, and the one
+boundary where ComfyUI's own formats become ours:
+- answers become our errors: a rejected prompt is a `BadRequest` carrying
+  ComfyUI's `error` and `node_errors` untouched, a dead ComfyUI is
+  `RemoteUnavailable`;
+- WebSocket messages become typed payloads (`protocol.events`), tagged with
+  their `prompt_id`; messages that belong to no job (queue `status`,
+  `feature_flags`, crystools monitors and the like) are dropped here.
+  `prompt_id` and `timestamp` leave the data, since the job id names the
+  stream and the extension stamps its own; node ids stay as ComfyUI sent them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from ...errors import BadRequest, RemoteUnavailable
+from ...protocol import COMFY_EVENTS, PAYLOADS, JsonObject, Payload, Preview
+
+# ComfyUI's protocol.BinaryEventTypes
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+_LEGACY_IMAGE_TYPES = {1: "image/jpeg", 2: "image/png"}
+
+
+@dataclass(slots=True)
+class Message:
+    """A ComfyUI message that belongs to a prompt (None: the one running)."""
+
+    prompt_id: str | None
+    payload: Payload
+
+
+def translate_text(raw: str) -> Message | None:
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    kind, data = msg.get("type"), msg.get("data")
+    if kind not in COMFY_EVENTS or not isinstance(data, dict):
+        return None
+    prompt_id = data.pop("prompt_id", None)
+    data.pop("timestamp", None)
+    if kind == "progress_state":
+        for state in (data.get("nodes") or {}).values():
+            if isinstance(state, dict):
+                state.pop("prompt_id", None)
+    return Message(prompt_id if isinstance(prompt_id, str) else None,
+                   PAYLOADS[kind].from_data(data))  # type: ignore[union-attr]
+
+
+def translate_binary(raw: bytes) -> Message | None:
+    """Decode a binary preview frame. Other binary events are ignored."""
+    if len(raw) < 8:
+        return None
+    (event,) = struct.unpack(">I", raw[:4])
+    meta: JsonObject
+    if event == PREVIEW_IMAGE:
+        (image_type,) = struct.unpack(">I", raw[4:8])
+        meta = {"image_type": _LEGACY_IMAGE_TYPES.get(image_type, "image/jpeg")}
+        image = raw[8:]
+    elif event == PREVIEW_IMAGE_WITH_METADATA:
+        (length,) = struct.unpack(">I", raw[4:8])
+        try:
+            decoded = json.loads(raw[8:8 + length])
+        except ValueError:
+            return None
+        if not isinstance(decoded, dict):
+            return None
+        meta, image = decoded, raw[8 + length:]
+    else:
+        return None
+
+    def text(key: str) -> str | None:
+        value = meta.get(key)
+        return None if value is None else str(value)
+
+    prompt_id = meta.get("prompt_id")
+    return Message(prompt_id if isinstance(prompt_id, str) else None, Preview(
+        image=image, image_type=text("image_type") or "image/jpeg", node=text("node_id"),
+        display_node=text("display_node_id"), parent_node=text("parent_node_id"),
+        real_node=text("real_node_id")))
+
+
+def translate(raw: str | bytes) -> Message | None:
+    if isinstance(raw, (bytes, bytearray)):
+        return translate_binary(bytes(raw))
+    return translate_text(raw)
 
 
 class ComfyClient:
@@ -97,16 +178,23 @@ class ComfyClient:
         _, data = await self._request("GET", "/system_stats")
         return data if isinstance(data, dict) else {}
 
-    async def websocket(self, client_id: str) -> AsyncIterator[str | bytes]:
-        """Yield raw WS messages; declares preview metadata support first."""
+    async def websocket(self, client_id: str, on_open: Callable[[], None] | None = None
+                        ) -> AsyncIterator[Message]:
+        """Yield the prompt messages of ComfyUI's WebSocket, typed; declares preview
+        metadata support first, so every preview names its prompt and node, then
+        calls `on_open`."""
         url = self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
         try:
             async with self.session.ws_connect(url, heartbeat=20, max_msg_size=0) as ws:
                 await ws.send_json({"type": "feature_flags",
                                     "data": {"supports_preview_metadata": True}})
+                if on_open is not None:
+                    on_open()
                 async for msg in ws:
                     if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                        yield msg.data
+                        message = translate(msg.data)
+                        if message is not None:
+                            yield message
                     elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                         break
         except (aiohttp.ClientError, OSError) as exc:

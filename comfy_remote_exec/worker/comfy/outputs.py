@@ -16,8 +16,7 @@ from typing import Any
 
 from ...errors import BadRequest
 from ...fsutil import confined, file_sha256
-from ...protocol import OutputFile, safe_relpath
-from ..inputs.media import kind_of
+from ...protocol import OutputFile, media_type, safe_relpath
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,9 @@ def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],
         sub = rel.parent.as_posix()
         files.append(OutputFile(
             node_id=node_id, key=key, index=index, filename=rel.name,
-            subfolder="" if sub == "." else sub, type=type_name, kind=kind_of(rel.name),
-            size=path.stat().st_size, sha256=file_sha256(path).hexdigest(),
+            subfolder="" if sub == "." else sub, folder=type_name,
+            type=media_type(rel.name), size_bytes=path.stat().st_size,
+            sha256=file_sha256(path).hexdigest(),
             url=f"{url_prefix}/{type_name}/{rel.as_posix()}" if url_prefix else "",
         ))
     return files

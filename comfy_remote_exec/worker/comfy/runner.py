@@ -1,8 +1,10 @@
 """Run jobs on the supervised ComfyUI and turn what it does into job events.
 
 The runner is the part of the worker that knows ComfyUI. The job service
-uses it through one small `RunSink` (the RunPod handler reaches it through the
-job API).
+uses it through one small `RunSink`: the runner hands it each typed event and
+tells it when the job's `Lifecycle` (shared with the job record) moved. The
+runner makes every transition of a job it holds: `start` at ComfyUI's
+`execution_start`, `end` in `_finish`, the one place a run ends.
 
 Jobs go straight into ComfyUI's own queue (priority maps onto ComfyUI's
 `number`), so the next job starts the moment the previous ends and a job that
@@ -25,7 +27,20 @@ from typing import Any, Protocol
 import aiohttp
 
 from ...errors import BadRequest, JobFailed, RemoteExecError, RemoteUnavailable
-from ...protocol import CANCELLED, COMPLETED, FAILED, OutputFile
+from ...protocol import (
+    CANCELLED,
+    COMPLETED,
+    ENDINGS,
+    FAILED,
+    QUEUED,
+    Executed,
+    Executing,
+    ExecutionError,
+    ExecutionStart,
+    Lifecycle,
+    OutputFile,
+    Payload,
+)
 from ..inputs.blobs import BlobStore
 from ..inputs.prepare import (
     find_missing_models,
@@ -33,9 +48,8 @@ from ..inputs.prepare import (
     missing_model_error,
     rewrite_media_refs,
 )
-from .comfy_client import ComfyClient
+from .comfy_client import ComfyClient, Message
 from .comfy_process import ComfyProcess
-from .events import Translated, translate
 from .outputs import ComfyDirs, describe
 
 log = logging.getLogger(__name__)
@@ -44,17 +58,12 @@ INTERRUPT_RETRIES = 20
 INTERRUPT_RETRY_DELAY = 0.25
 
 
-@dataclass
-class Outcome:
-    status: str
-    error: RemoteExecError | None = None
-    outputs: list[OutputFile] = field(default_factory=list)
-
-
 class RunSink(Protocol):
-    async def event(self, job_id: str, type: str, data: dict[str, Any]) -> None: ...
+    async def event(self, job_id: str, payload: Payload) -> None:
+        """One of ComfyUI's events for the job, typed (an `Executed` with its files)."""
 
-    async def finished(self, job_id: str, outcome: Outcome) -> None: ...
+    async def changed(self, job_id: str) -> None:
+        """The job's lifecycle moved: it started, or it ended (status and error set)."""
 
 
 @dataclass
@@ -65,10 +74,9 @@ class Run:
     number: float
     targets: list[str] | None
     url_prefix: str
-    started: bool = False
-    result: str | None = None
-    error_data: dict[str, Any] | None = None
-    cancel_requested: bool = False
+    life: Lifecycle
+    result: str | None = None  # the status ComfyUI's ending message means
+    error: ExecutionError | None = None
     connection: int = 0
     inputs: frozenset[str] = frozenset()  # sha256 of the files placed for this job
     extra_data: dict[str, Any] = field(default_factory=dict)
@@ -109,8 +117,8 @@ class Runner:
     async def stop(self) -> None:
         self._closing = True
         for run in list(self._runs.values()):
-            await self._finish(run, Outcome(FAILED, RemoteUnavailable(
-                "the worker is shutting down", code="worker_stopped", job_id=run.job_id)))
+            await self._finish(run, FAILED, RemoteUnavailable(
+                "the worker is shutting down", code="worker_stopped", job_id=run.job_id))
         for task in [self._ws_task, *self._tasks]:
             if task and not task.done():
                 task.cancel()
@@ -123,10 +131,22 @@ class Runner:
     def active(self) -> int:
         return len(self._runs)
 
+    @property
+    def healthy(self) -> bool:
+        return self.client is not None and self.process.healthy
+
+    async def report(self) -> dict[str, Any]:
+        """ComfyUI's `system_stats` and its model files per folder."""
+        assert self.client is not None
+        folders = await self.client.models()
+        return {"system_stats": await self.client.system_stats(),
+                "models": {folder: await self.client.models(folder)
+                           for folder in (folders if isinstance(folders, list) else [])}}
+
     # -- submitting ---------------------------------------------------------------
 
     async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
-                     priority: int = 0, targets: list[str] | None = None,
+                     life: Lifecycle, priority: int = 0, targets: list[str] | None = None,
                      url_prefix: str = "", extra_data: dict[str, Any] | None = None) -> Run:
         """Place the job's inputs and queue it in ComfyUI.
 
@@ -145,7 +165,7 @@ class Runner:
             self.blobs.link_into(sha, self.dirs.input / input_prefix(sha) / name)
         run = Run(job_id=job_id, prompt_id=str(uuid.uuid4()), prompt=prompt,
                   number=self._seq - priority * 1_000_000, targets=targets,
-                  url_prefix=url_prefix, inputs=frozenset(media.values()),
+                  url_prefix=url_prefix, life=life, inputs=frozenset(media.values()),
                   extra_data={k: v for k, v in (extra_data or {}).items()
                               if k != "client_id"})
         self._runs[job_id] = run
@@ -199,15 +219,15 @@ class Runner:
         if run is None or run.done.is_set():
             return False
         assert self.client is not None
-        run.cancel_requested = True
-        if not run.started:
+        run.life.request_cancel()
+        if run.life.status == QUEUED:
             await self.client.delete_queued(run.prompt_id)
             queue = await self.client.queue()
             ids = {item[1] for key in ("queue_running", "queue_pending")
                    for item in queue.get(key, []) if isinstance(item, list) and len(item) > 1}
-            if run.prompt_id not in ids and not run.started:
+            if run.prompt_id not in ids and run.life.status == QUEUED:
                 if await self.client.history(run.prompt_id) is None:
-                    await self._finish(run, Outcome(CANCELLED))
+                    await self._finish(run, CANCELLED)
                 return True
         self._spawn(self._interrupt_until_done(run))
         return True
@@ -233,9 +253,9 @@ class Runner:
             try:
                 await self.process.ensure_healthy()
                 self._connection += 1
-                async for raw in self.client.websocket(self.client_id):
-                    self._connected.set()
-                    await self._on_message(raw)
+                async for message in self.client.websocket(self.client_id,
+                                                           self._connected.set):
+                    await self._route(message)
             except RemoteUnavailable as exc:
                 log.debug("ComfyUI WebSocket: %s", exc)
             except Exception:
@@ -244,37 +264,26 @@ class Runner:
             if not self._closing:
                 await asyncio.sleep(0.2)
 
-    async def _on_message(self, raw: str | bytes) -> None:
-        msg = translate(raw)
-        if msg is None:
-            return
-        run = self._by_prompt.get(msg.prompt_id) if msg.prompt_id else self._current
+    async def _route(self, message: Message) -> None:
+        run = self._by_prompt.get(message.prompt_id) if message.prompt_id else self._current
         if run is None or run.done.is_set():
             return
-        await self._handle(run, msg)
-
-    async def _handle(self, run: Run, msg: Translated) -> None:
-        kind, data = msg.type, msg.data
-        if kind == "execution_start":
-            run.started, run.connection = True, self._connection
-            self._current = run
-        elif kind == "executed":
-            data["files"] = [f.to_dict() for f in await self._describe(run, data)]
-        elif kind == "execution_success":
-            run.result = "success"
-        elif kind == "execution_error":
-            run.result, run.error_data = "error", data
-        elif kind == "execution_interrupted":
-            run.result = "interrupted"
-        await self.sink.event(run.job_id, kind, data)
-        if kind == "executing" and data.get("node") is None:
+        payload = message.payload
+        if isinstance(payload, ExecutionStart):
+            run.connection, self._current = self._connection, run
+            if run.life.start():
+                await self.sink.changed(run.job_id)
+        elif isinstance(payload, Executed):
+            payload.files = await self._describe(run, payload)
+        elif type(payload) in ENDINGS:
+            run.result = ENDINGS[type(payload)]
+            run.error = payload if isinstance(payload, ExecutionError) else None
+        await self.sink.event(run.job_id, payload)
+        if isinstance(payload, Executing) and payload.node is None:
             await self._complete(run)
 
-    async def _describe(self, run: Run, data: dict[str, Any]) -> list[OutputFile]:
-        node_id = str(data.get("node") or "")
-        ui = data.get("output")
-        if not isinstance(ui, dict):
-            return []
+    async def _describe(self, run: Run, executed: Executed) -> list[OutputFile]:
+        node_id, ui = executed.node, executed.output
         run.nodes_with_output.add(node_id)
         try:
             files = await asyncio.to_thread(describe, self.dirs, node_id, ui, run.url_prefix)
@@ -288,12 +297,12 @@ class Runner:
         """ComfyUI is done with the prompt (its history entry is written)."""
         if run.result is None or run.connection != self._connection:
             await self._reconcile(run)
-        if run.result == "success":
-            await self._finish(run, Outcome(COMPLETED, outputs=run.outputs))
-        elif run.result == "interrupted" or run.cancel_requested:
-            await self._finish(run, Outcome(CANCELLED, outputs=run.outputs))
+        if run.result == COMPLETED:
+            await self._finish(run, COMPLETED)
+        elif run.result == CANCELLED or run.life.cancel_requested:
+            await self._finish(run, CANCELLED)
         else:
-            await self._finish(run, Outcome(FAILED, self._failure(run), run.outputs))
+            await self._finish(run, FAILED, self._failure(run))
 
     async def _reconcile(self, run: Run) -> None:
         """After a WebSocket gap, take missed outputs and the result from history.
@@ -308,34 +317,39 @@ class Runner:
             for node_id, ui in (entry.get("outputs") or {}).items():
                 if node_id in run.nodes_with_output or not isinstance(ui, dict):
                     continue
-                data: dict[str, Any] = {"node": node_id, "display_node": node_id, "output": ui}
-                data["files"] = [f.to_dict() for f in await self._describe(run, data)]
-                await self.sink.event(run.job_id, "executed", data)
+                executed = Executed(node=str(node_id), display_node=str(node_id), output=ui)
+                executed.files = await self._describe(run, executed)
+                await self.sink.event(run.job_id, executed)
             if run.result is None:
                 status = (entry.get("status") or {}).get("status_str")
-                run.result = "success" if status == "success" else None
+                run.result = COMPLETED if status == "success" else None
 
     def _failure(self, run: Run) -> JobFailed:
-        data = run.error_data or {}
-        node_id = data.get("node_id")
-        node_type = data.get("node_type")
-        message = data.get("exception_message") or "ComfyUI reported an error"
+        error = run.error or ExecutionError()
+        node_id, node_type = error.node_id, error.node_type
+        message = error.exception_message or "ComfyUI reported an error"
         where = f"{node_type} (node {node_id}): " if node_id else ""
-        return JobFailed(f"{where}{str(message).strip()}", code="execution_error",
+        details: dict[str, Any] = {}
+        if run.error is not None:
+            details = {"exception_type": error.exception_type, "traceback": error.traceback}
+        return JobFailed(f"{where}{message.strip()}", code="execution_error",
                          job_id=run.job_id, node_id=node_id, node_type=node_type,
-                         details={k: data[k] for k in ("exception_type", "traceback")
-                                  if k in data},
-                         log_tail=self.process.tail())
+                         details=details, log_tail=self.process.tail())
 
-    async def _finish(self, run: Run, outcome: Outcome) -> None:
+    async def _finish(self, run: Run, status: str, error: RemoteExecError | None = None
+                      ) -> None:
+        """The one place a run ends: out of the runner, then the shared lifecycle."""
         if run.done.is_set():
             return
         run.done.set()
         self._forget(run)
-        try:
-            await self.sink.finished(run.job_id, outcome)
-        except Exception:
-            log.exception("sink failed to record the end of job %s", run.job_id)
+        if error is not None:
+            error.job_id = run.job_id
+        if run.life.end(status, error):
+            try:
+                await self.sink.changed(run.job_id)
+            except Exception:
+                log.exception("sink failed to record the end of job %s", run.job_id)
 
     # -- crashes ------------------------------------------------------------------
 
@@ -343,11 +357,11 @@ class Runner:
         self._object_info = None
         waiting = []
         for run in list(self._runs.values()):
-            if run.started:
-                await self._finish(run, Outcome(FAILED, JobFailed(
+            if run.life.status != QUEUED:
+                await self._finish(run, FAILED, JobFailed(
                     f"ComfyUI crashed (exit code {code}) while running this job",
                     code="comfyui_crashed", job_id=run.job_id, retryable=True,
-                    log_tail=tail), run.outputs))
+                    log_tail=tail))
             else:
                 waiting.append(run)
         self._current = None
@@ -359,7 +373,7 @@ class Runner:
             await self.process.ensure_healthy()
         except RemoteUnavailable as exc:
             for run in runs:
-                await self._finish(run, Outcome(FAILED, exc))
+                await self._finish(run, FAILED, exc)
             return
         await self._connected.wait()
         for run in runs:
@@ -368,8 +382,7 @@ class Runner:
             try:
                 await self._queue(run)
             except RemoteExecError as exc:
-                exc.job_id = run.job_id
-                await self._finish(run, Outcome(FAILED, exc))
+                await self._finish(run, FAILED, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

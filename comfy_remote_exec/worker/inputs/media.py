@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import PurePosixPath
 
 from PIL import Image
 
 from ...errors import BadRequest, PayloadTooLarge
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-VIDEO_EXTS = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
-AUDIO_EXTS = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac"}
-LATENT_EXTS = {".latent"}
-MODEL3D_EXTS = {".glb", ".gltf", ".obj", ".stl", ".ply", ".fbx", ".usdz"}
+from ...protocol import media_type
 
 
 def kind_of(name: str) -> str:
-    ext = PurePosixPath(name).suffix.lower()
-    for kind, exts in (("image", IMAGE_EXTS), ("video", VIDEO_EXTS), ("audio", AUDIO_EXTS),
-                       ("latent", LATENT_EXTS), ("3d", MODEL3D_EXTS)):
-        if ext in exts:
-            return kind
-    return "file"
+    """The media kind a name declares (`protocol.media_type`); a GIF is checked as an
+    image."""
+    kind = media_type(name)
+    return "image" if kind == "gif" else kind
 
 
 def _looks_like_video(head: bytes) -> bool:

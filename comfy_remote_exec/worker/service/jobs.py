@@ -15,32 +15,33 @@ import asyncio
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ...errors import RemoteExecError
 from ...fsutil import atomic_write_json
 from ...protocol import (
     COMPLETED,
     FAILED,
-    JOB_STATUS,
-    PREVIEW,
-    QUEUED,
-    RUNNING,
-    TERMINAL_STATUSES,
     Event,
+    Executed,
+    Executing,
+    ExecutionCached,
+    JobStatus,
+    Lifecycle,
+    OutputFile,
+    Payload,
+    Preview,
+    Progress,
 )
-
-_RUNTIME = frozenset({"events", "changed"})
 
 
 @dataclass
 class Job:
     id: str
-    status: str = QUEUED
+    life: Lifecycle = field(default_factory=Lifecycle)
     created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
     prompt_id: str | None = None
     priority: int = 0
     user_id: str | None = None
@@ -49,17 +50,19 @@ class Job:
     nodes_completed: list[str] = field(default_factory=list)
     current_node: str | None = None
     step: dict[str, float] | None = None
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    ui: dict[str, dict[str, Any]] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    error_log_tail: list[str] = field(default_factory=list)
+    outputs: list[OutputFile] = field(default_factory=list)
+    ui: dict[str, Any] = field(default_factory=dict)
     # Not persisted in job.json: the event log has its own file.
     events: list[Event] = field(default_factory=list, repr=False)
     changed: asyncio.Event | None = field(default=None, repr=False)
 
     @property
+    def status(self) -> str:
+        return self.life.status
+
+    @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.life.terminal
 
     @property
     def progress(self) -> float:
@@ -72,39 +75,68 @@ class Job:
             done += min(1.0, self.step["value"] / self.step["max"])
         return round(min(99.9, 100.0 * done / self.nodes_total), 1)
 
-    def track(self, kind: str, data: dict[str, Any]) -> None:
+    def track(self, payload: Payload) -> None:
         """Update progress from one relayed event."""
-        if kind == "execution_cached":
-            for node in data.get("nodes") or []:
-                self._completed(str(node))
-        elif kind == "executing":
-            node = data.get("node")
-            if self.current_node and self.current_node != node:
+        if isinstance(payload, ExecutionCached):
+            for node in payload.nodes:
+                self._completed(node)
+        elif isinstance(payload, Executing):
+            if self.current_node and self.current_node != payload.node:
                 self._completed(self.current_node)
-            self.current_node = None if node is None else str(node)
+            self.current_node = payload.node
             self.step = None
-        elif kind == "progress":
-            self.step = {"value": float(data.get("value", 0)), "max": float(data.get("max", 0))}
-        elif kind == "executed":
-            node = str(data.get("node"))
-            if isinstance(data.get("output"), dict):
-                self.ui[node] = data["output"]
-            self.outputs.extend(data.get("files") or [])
+        elif isinstance(payload, Progress):
+            self.step = {"value": float(payload.value), "max": float(payload.max)}
+        elif isinstance(payload, Executed):
+            self.ui[payload.node] = payload.output
+            self.outputs.extend(payload.files)
 
     def _completed(self, node: str) -> None:
         if node not in self.nodes_completed:
             self.nodes_completed.append(node)
 
     def record(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _RUNTIME}
+        """What job.json holds: the lifecycle flat, outputs as their wire dicts."""
+        life = self.life
+        return {
+            "id": self.id, "status": life.status, "created_at": self.created_at,
+            "started_at": life.started_at, "finished_at": life.finished_at,
+            "error": life.error.to_dict() if life.error else None,
+            "cancel_requested": life.cancel_requested,
+            "prompt_id": self.prompt_id, "priority": self.priority, "user_id": self.user_id,
+            "webhook_url": self.webhook_url, "nodes_total": self.nodes_total,
+            "nodes_completed": self.nodes_completed, "current_node": self.current_node,
+            "step": self.step, "outputs": [o.to_dict() for o in self.outputs], "ui": self.ui,
+        }
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Job:
-        known = {f.name for f in fields(cls) if f.name not in _RUNTIME}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        error = data.get("error")
+        life = Lifecycle(status=str(data.get("status") or "queued"),
+                         error=RemoteExecError.from_dict(error)
+                         if isinstance(error, dict) else None,
+                         cancel_requested=bool(data.get("cancel_requested")),
+                         started_at=data.get("started_at"),
+                         finished_at=data.get("finished_at"))
+        outputs = []
+        for raw in data.get("outputs") or []:
+            try:
+                outputs.append(OutputFile.parse(raw))
+            except RemoteExecError:
+                continue  # a v1 record's descriptor; its files are still in `ui`
+        return cls(id=str(data["id"]), life=life, created_at=float(data["created_at"]),
+                   prompt_id=data.get("prompt_id"), priority=int(data.get("priority") or 0),
+                   user_id=data.get("user_id"), webhook_url=data.get("webhook_url"),
+                   nodes_total=int(data.get("nodes_total") or 0),
+                   nodes_completed=list(data.get("nodes_completed") or []),
+                   current_node=data.get("current_node"), step=data.get("step"),
+                   outputs=outputs, ui=dict(data.get("ui") or {}))
 
     def view(self) -> dict[str, Any]:
         """The public JSON form (`GET /v1/jobs/{id}`)."""
+        life = self.life
+        error = life.error.to_dict() if life.error else None
+        tail = error.pop("log_tail", []) if error else []
         return {
             "job_id": self.id, "status": self.status, "progress": self.progress,
             "progress_details": {
@@ -113,10 +145,10 @@ class Job:
                 "nodes_total": self.nodes_total, "step": self.step,
             },
             "prompt_id": self.prompt_id, "priority": self.priority, "user_id": self.user_id,
-            "created_at": self.created_at, "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "outputs": [dict(o) for o in self.outputs],
-            "ui": self.ui, "error": self.error, "error_log_tail": self.error_log_tail,
+            "created_at": self.created_at, "started_at": life.started_at,
+            "finished_at": life.finished_at,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "ui": self.ui, "error": error, "error_log_tail": tail,
         }
 
 
@@ -141,13 +173,13 @@ class JobStore:
 
         Preview frames stay in memory only: no reader of the file wants them.
         """
-        if event.type == PREVIEW:
+        if isinstance(event.payload, Preview):
             return
         fh = self._logs.get(job.id)
         if fh is None:
             fh = self._logs[job.id] = (self._dir(job.id) / "events.jsonl").open(
                 "a", encoding="utf-8")
-        fh.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+        fh.write(json.dumps(event.to_wire(), separators=(",", ":")) + "\n")
         fh.flush()
 
     def close_events(self, job_id: str) -> None:
@@ -174,14 +206,12 @@ class JobStore:
                         job.events.append(Event.parse(json.loads(line)))
                     except (ValueError, Exception):
                         break
-            if job.status in (QUEUED, RUNNING):
-                was = job.status
-                job.status, job.finished_at = FAILED, time.time()
-                job.error = {"code": "worker_restarted", "retryable": True,
-                             "message": f"the worker restarted while this job was {was}"}
+            was = job.status
+            if job.life.end(FAILED, RemoteExecError(
+                    f"the worker restarted while this job was {was}",
+                    code="worker_restarted", retryable=True, job_id=job.id)):
                 last = job.events[-1].seq if job.events else 0  # previews left gaps
-                event = Event(last + 1, JOB_STATUS,
-                              {"status": FAILED, "error": job.error}, time.time())
+                event = Event(last + 1, JobStatus(FAILED, job.life.error), time.time())
                 job.events.append(event)
                 self.save(job)
                 self.append_event(job, event)

@@ -2,9 +2,10 @@
 
 It owns the job records and their event logs, turns a `JobSpec` into blobs
 plus a prepared workflow for the runner, and is the runner's `RunSink`: every
-ComfyUI event becomes a numbered event in the job's log (in memory, on disk,
-and to every open stream), and the end of a run becomes the job's terminal
-status and a webhook.
+typed ComfyUI event becomes a numbered event in the job's log (in memory, on
+disk, and to every open stream), and each move of the job's `Lifecycle`
+(which the record shares with the runner's run) becomes a `job_status` event;
+the end also a webhook.
 """
 
 from __future__ import annotations
@@ -21,22 +22,21 @@ from typing import Any
 
 import httpx
 
-from ...errors import BadRequest, Conflict, NotFound, RemoteExecError
+from ...errors import BadRequest, Conflict, NotFound, RemoteUnavailable
 from ...protocol import (
     CANCELLED,
-    JOB_STATUS,
     JOB_STATUSES,
     MAX_MEDIA_BYTES,
-    PREVIEW,
-    QUEUED,
-    RUNNING,
     Event,
     JobSpec,
+    JobStatus,
     MediaItem,
+    Payload,
+    Preview,
     decode_base64,
     safe_relpath,
 )
-from ..comfy.runner import Outcome, Runner
+from ..comfy.runner import Runner
 from ..inputs.blobs import BlobStore
 from ..inputs.media import check_content, image_ext
 from ..inputs.prepare import apply_overrides
@@ -68,6 +68,27 @@ class JobService:
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
+
+    # -- the ComfyUI behind (the API asks here, never the runner) ---------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self.runner is not None and self.runner.healthy
+
+    def active(self) -> int:
+        return self.runner.active() if self.runner else 0
+
+    def _ready_runner(self) -> Runner:
+        if self.runner is None or not self.runner.healthy:
+            raise RemoteUnavailable("ComfyUI is not running yet", code="comfyui_unhealthy")
+        return self.runner
+
+    async def object_info(self) -> dict[str, Any]:
+        return await self._ready_runner().object_info(refresh=True)
+
+    async def comfy_report(self) -> dict[str, Any]:
+        """`system_stats` and the model files per folder (`/health?deep`)."""
+        return await self._ready_runner().report()
 
     async def close(self) -> None:
         await self.webhooks.drain()
@@ -123,10 +144,10 @@ class JobService:
                   webhook_url=spec.webhook_url, nodes_total=len(workflow))
         self.jobs[job_id] = job
         self.store.save(job)
-        self._emit(job, JOB_STATUS, {"status": QUEUED})
+        self._emit(job, JobStatus(job.status))
         try:
             run = await self.runner.submit(
-                job_id, workflow, media, priority=spec.priority,
+                job_id, workflow, media, life=job.life, priority=spec.priority,
                 targets=spec.partial_execution_targets,
                 url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
         except BaseException:
@@ -180,8 +201,8 @@ class JobService:
             raise Conflict(f"job {job_id} is already {job.status}", code="job_finished",
                            job_id=job_id)
         assert self.runner is not None
-        if not await self.runner.cancel(job_id) and not job.terminal:
-            await self.finished(job_id, Outcome(CANCELLED))
+        if not await self.runner.cancel(job_id) and job.life.end(CANCELLED):
+            await self.changed(job_id)
         deadline = time.monotonic() + wait
         with contextlib.suppress(asyncio.TimeoutError):
             while not job.terminal:
@@ -190,34 +211,24 @@ class JobService:
 
     # -- RunSink --------------------------------------------------------------------
 
-    async def event(self, job_id: str, type: str, data: dict[str, Any]) -> None:
+    async def event(self, job_id: str, payload: Payload) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.terminal:
             return
-        if type == "execution_start" and job.status == QUEUED:
-            job.status, job.started_at = RUNNING, time.time()
-            self.store.save(job)
-            self._emit(job, JOB_STATUS, {"status": RUNNING})
-        job.track(type, data)
-        self._emit(job, type, data)
+        job.track(payload)
+        self._emit(job, payload)
 
-    async def finished(self, job_id: str, outcome: Outcome) -> None:
+    async def changed(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
-        if job is None or job.terminal:
+        if job is None:
             return
-        job.status, job.finished_at = outcome.status, time.time()
-        job.current_node, job.step = None, None
-        payload: dict[str, Any] = {"status": outcome.status}
-        if outcome.error is not None:
-            err: RemoteExecError = outcome.error
-            err.job_id = job_id
-            job.error = {k: v for k, v in err.to_dict().items() if k != "log_tail"}
-            job.error_log_tail = list(err.log_tail)
-            payload["error"] = err.to_dict()
         self.store.save(job)
-        self._emit(job, JOB_STATUS, payload)
+        self._emit(job, JobStatus(job.status, job.life.error))
+        if not job.terminal:
+            return
+        job.current_node, job.step = None, None
         if job.webhook_url:
-            self.webhooks.send(job.webhook_url, f"job.{outcome.status}", job.view())
+            self.webhooks.send(job.webhook_url, f"job.{job.status}", job.view())
         # A client that attaches after a fast job ended still gets its previews, as a
         # local run shows them; then they leave memory.
         asyncio.get_running_loop().call_later(self.preview_grace, self._drop_previews, job)
@@ -225,14 +236,14 @@ class JobService:
 
     @staticmethod
     def _drop_previews(job: Job) -> None:
-        job.events = [e for e in job.events if e.type != PREVIEW]
+        job.events = [e for e in job.events if not isinstance(e.payload, Preview)]
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond `keep_jobs`."""
         finished = [j for j in self.jobs.values() if j.terminal]
         if len(finished) <= self.keep_jobs:
             return
-        finished.sort(key=lambda j: j.finished_at or j.created_at)
+        finished.sort(key=lambda j: j.life.finished_at or j.created_at)
         for job in finished[: len(finished) - self.keep_jobs]:
             del self.jobs[job.id]
             self.store.remove(job.id)
@@ -243,8 +254,8 @@ class JobService:
             job.changed = asyncio.Event()
         return job.changed
 
-    def _emit(self, job: Job, type: str, data: dict[str, Any]) -> None:
-        event = Event(len(job.events) + 1, type, data, time.time())
+    def _emit(self, job: Job, payload: Payload) -> None:
+        event = Event(len(job.events) + 1, payload, time.time())
         job.events.append(event)
         try:
             self.store.append_event(job, event)

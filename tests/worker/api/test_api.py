@@ -19,10 +19,18 @@ from comfy_remote_exec.worker.api.api import (
     add_routes,
     auth_middleware,
     error_middleware,
+    protocol_middleware,
 )
 from comfy_remote_exec.worker.api.compat import add_compat_routes
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
-from comfy_remote_exec.worker.comfy.runner import Outcome
+from comfy_remote_exec.protocol import (
+    FAILED,
+    RUNNING,
+    JobStatus,
+    Lifecycle,
+    Preview,
+    Progress,
+)
 from comfy_remote_exec.worker.inputs.blobs import BlobStore
 from comfy_remote_exec.worker.service.jobs import Job, JobStore
 from comfy_remote_exec.worker.service.service import JobService
@@ -36,7 +44,8 @@ TOKEN = "unit-token"
 async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, JobService]]:
     async with httpx.AsyncClient() as http:
         service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http)
-        app = web.Application(middlewares=[error_middleware, auth_middleware(TOKEN)])
+        app = web.Application(middlewares=[error_middleware, auth_middleware(TOKEN),
+                                           protocol_middleware])
         app[SERVICE] = service
         app[DIRS] = ComfyDirs(tmp_path)
         routes = web.RouteTableDef()
@@ -93,9 +102,9 @@ async def test_seed_status_and_events_of_stored_job(api: tuple) -> None:
     missing = await client.get("/status/unknown")
     assert missing.status_code == 404
     assert missing.json() == {"error": "Call ID not found or invalid."}
-    job = Job(id="j1", status="failed", error={"message": "it broke", "code": "x"})
+    job = Job(id="j1", life=Lifecycle(FAILED, RemoteExecError("it broke", code="x")))
     service.jobs[job.id] = job
-    service._emit(job, "job_status", {"status": "failed"})
+    service._emit(job, JobStatus(FAILED))
     status = await client.get("/status/j1")
     assert status.json() == {"status": "FAILED", "call_id": "j1", "error": "it broke"}
     events = await client.get("/v1/jobs/j1/events")
@@ -117,10 +126,12 @@ async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
         service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
                              allow_private_urls=True)
         for status in ("completed", "failed", "cancelled"):
-            job = Job(id=f"j-{status}", status="running", webhook_url="http://hooks.test/h")
+            job = Job(id=f"j-{status}", life=Lifecycle(RUNNING),
+                      webhook_url="http://hooks.test/h")
             service.jobs[job.id] = job
             error = RemoteExecError("boom", code="execution_error") if status == "failed" else None
-            await service.finished(job.id, Outcome(status, error))
+            assert job.life.end(status, error)
+            await service.changed(job.id)
         await service.close()
     assert sorted(r["event"] for r in received) == ["job.cancelled", "job.completed",
                                                     "job.failed"]
@@ -136,17 +147,18 @@ async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
         service.preview_grace = 0.2
         streams = []
         for n in range(3):
-            job = Job(id=f"j{n}", status="running")
+            job = Job(id=f"j{n}", life=Lifecycle(RUNNING))
             service.jobs[job.id] = job
             service.store.save(job)
-            await service.event(job.id, "progress", {"value": 1, "max": 2})
+            await service.event(job.id, Progress(1, 2))
             for _ in range(3):
-                service._emit(job, "preview", {"image": "AAAA", "image_type": "image/png"})
-            await service.event(job.id, "progress", {"value": 2, "max": 2})
+                service._emit(job, Preview(b"\x00\x00\x00", "image/png"))
+            await service.event(job.id, Progress(2, 2))
             stream = service.stream(job.id)
             assert (await anext(stream)).seq == 1  # a live reader, mid-log
             streams.append(stream)
-            await service.finished(job.id, Outcome("completed"))
+            job.life.end("completed")
+            await service.changed(job.id)
         # A reader that comes right after the end still gets the previews...
         assert [e.type async for e in service.stream("j2")].count("preview") == 3
         # ... until the grace period ends; a live reader goes on by seq across that
@@ -165,3 +177,14 @@ async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
                            keep_jobs=1)
         assert sorted(again.jobs) == ["j2"]
         await service.close()
+
+
+async def test_protocol_version_is_negotiated(api: tuple) -> None:
+    client, _ = api
+    old = await client.get("/v1/jobs", headers={"Remote-Exec-Protocol": "1"})
+    assert old.status_code == 400 and old.json()["error"]["code"] == "protocol_mismatch"
+    assert "update the client" in old.json()["error"]["message"]
+    assert (await client.get("/v1/jobs", headers={"Remote-Exec-Protocol": "2"})).is_success
+    assert (await client.get("/v1/jobs")).is_success, "clients naming no version are served"
+    health = (await client.get("/health")).json()
+    assert health["protocol"] == 2 and health["protocols"] == [2]

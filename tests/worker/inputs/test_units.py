@@ -75,7 +75,8 @@ def test_check_content() -> None:
     assert check_content("a.mp4", b"\x00\x00\x00\x18ftypmp42") == "video"
     with pytest.raises(BadRequest, match="not a video"):
         check_content("a.webm", b"nope")
-    assert check_content("notes.txt", b"anything") == "file"
+    assert check_content("notes.txt", b"anything") == "text"
+    assert check_content("blob.bin", b"anything") == "file"
 
 
 def test_decompression_bomb_is_refused() -> None:

@@ -8,7 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from comfy_remote_exec.protocol import FAILED
+from comfy_remote_exec.protocol import (
+    FAILED,
+    Executed,
+    Executing,
+    ExecutionCached,
+    JobStatus,
+    Lifecycle,
+    OutputFile,
+    Progress,
+)
 from comfy_remote_exec.worker.service.jobs import Job, JobStore
 from comfy_remote_exec.worker.service.webhooks import WebhookSender
 
@@ -17,29 +26,33 @@ from comfy_remote_exec.worker.service.webhooks import WebhookSender
 
 def test_progress_tracking() -> None:
     job = Job(id="j", nodes_total=4)
-    job.track("execution_cached", {"nodes": ["1"]})
-    job.track("executing", {"node": "2"})
-    job.track("progress", {"node": "2", "value": 1, "max": 2})
+    job.track(ExecutionCached(["1"]))
+    job.track(Executing("2"))
+    job.track(Progress(1, 2, "2"))
     assert job.progress == pytest.approx(37.5)
-    job.track("executing", {"node": "3"})
-    job.track("executed", {"node": "3", "output": {"text": ["x"]}, "files": [{"a": 1}]})
+    job.track(Executing("3"))
+    file = OutputFile(node_id="3", key="images", filename="a.png", subfolder="",
+                      folder="output", type="image", size_bytes=1, sha256="a" * 64)
+    job.track(Executed("3", "3", {"text": ["x"]}, [file]))
     view = job.view()
     assert view["progress_details"] == {"current_node": "3", "nodes_completed": 2,
                                         "nodes_total": 4, "step": None}
-    assert view["ui"] == {"3": {"text": ["x"]}} and job.outputs == [{"a": 1}]
+    assert view["ui"] == {"3": {"text": ["x"]}} and job.outputs == [file]
+    assert view["outputs"][0]["type"] == "image" and view["outputs"][0]["size_bytes"] == 1
 
 
 def test_store_survives_restart_and_fails_unfinished_jobs(tmp_path: Path) -> None:
     store = JobStore(tmp_path)
     for job_id, status in (("a", "completed"), ("b", "running"), ("c", "queued")):
-        store.save(Job(id=job_id, status=status))
+        store.save(Job(id=job_id, life=Lifecycle(status=status)))
     again = {j.id: j for j in JobStore(tmp_path).load_all()}
     assert again["a"].status == "completed"
     for job_id in ("b", "c"):
         assert again[job_id].status == FAILED
-        assert again[job_id].error is not None
-        assert "worker restarted" in again[job_id].error["message"]
-        assert again[job_id].events[-1].data["status"] == FAILED
+        error = again[job_id].life.error
+        assert error is not None and "worker restarted" in error.message
+        last = again[job_id].events[-1].payload
+        assert isinstance(last, JobStatus) and last.status == FAILED
     # Loading twice changes nothing more.
     assert [j.status for j in JobStore(tmp_path).load_all()] == [
         again[k].status for k in sorted(again, key=lambda k: again[k].created_at)]
