@@ -299,7 +299,7 @@ class RunpodEmulator:
         self.first_take.set()
         if not await self._wait(lambda: bool(self.queue), LONG_POLL):
             return []
-        taken = []
+        taken: list[dict[str, Any]] = []
         while self.queue and len(taken) < count:
             job = self.jobs[self.queue.popleft()]
             job.status, job.started, job.worker = "IN_PROGRESS", time.time(), worker

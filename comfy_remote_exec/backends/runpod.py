@@ -1,41 +1,75 @@
 """Backend `runpod`: a RunPod serverless endpoint running our worker image.
 
 Uses RunPod's public endpoint API: `/run` to submit, `/stream/{id}` polled
-adaptively (every 0.1 s while the job runs, backing off while it is queued),
-`/status/{id}` to fill any gap and to learn how a job ended, `/cancel/{id}`
-and `/health` (warm or cold workers). 429 and 5xx are retried
-with backoff (honouring `Retry-After`), a bad key is a clear `Unauthorized`.
+adaptively (every `POLL_RUNNING` s while the job runs, backing off from
+`POLL_MIN` to `POLL_MAX` while it waits for a worker), `/status/{id}` to fill
+any gap and to learn how a job ended, `/cancel/{id}` and `/health` (warm or
+cold workers). 429 and 5xx are retried with backoff (honouring
+`Retry-After`); a bad key is a clear `Unauthorized`, an unknown or expired
+job a `NotFound`.
 
-Inputs small enough for `/run` travel inline; larger ones go up through
-presigned URLs that the worker hands out (`{"op": "blobs"}` job), and are
-skipped when the endpoint's volume or bucket already holds them. Outputs come
-back inline, as presigned URLs, or in `file_part` chunks (see the handler).
+It keeps the `Backend` contract (`base.py`) with no state between calls:
+
+- `submit(spec, files)` puts small inputs inline in the job (base64 `data` in
+  their media item); larger ones go up to the presigned URLs the worker hands
+  out (a `{"op": "blobs"}` job), unless the endpoint's volume or bucket holds
+  them already. Every job's input names the protocol version (`"protocol"`).
+- `events(job_id, after)` reads the stream's chunks (`protocol.runpod`); the
+  `file_part`s of an output too large to travel inline are held only while
+  that one call runs, and joined into the `OutputFile`'s `data` before the
+  `executed` event that lists it is yielded.
+- `download` reads only the `OutputFile`: inline `data`, or a presigned
+  `download_url` (the endpoint's bucket).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
-from collections import deque
-from collections.abc import AsyncIterator
+import binascii
+import time
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 
 from ..errors import NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
-from ..protocol import JOB_STATUS, Event, JobSpec, OutputFile
-from .base import Backend
+from ..jobapi.streams import copy_body, file_chunks
+from ..protocol import (
+    CANCELLED,
+    FAILED,
+    PROTOCOL_VERSION,
+    Event,
+    Executed,
+    JobSpec,
+    JobStatus,
+    OutputFile,
+    ProtocolMismatch,
+    b64encode,
+)
+from ..protocol.runpod import (
+    BlobsAnswer,
+    BlobsRequest,
+    ErrorChunk,
+    EventsChunk,
+    FilePart,
+    decode_error,
+    parse_chunk,
+)
+from .base import Backend, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
-from .streams import copy_body, file_chunks
 
 DEFAULT_API = "https://api.runpod.ai/v2"
-INLINE_INPUT_LIMIT = 6 * 1024 * 1024  # /run accepts 10 MB of JSON; base64 adds a third
-POLL_MIN, POLL_MAX = 0.1, 2.0
+# /run takes 10 MB of JSON and base64 adds a third: the inputs inlined in one job
+# stay under this many bytes together; the rest go through the endpoint's bucket.
+INLINE_INPUT_LIMIT = 6 * 1024 * 1024
+POLL_RUNNING = 0.1  # /stream while the job runs
+POLL_MIN, POLL_MAX = 0.1, 2.0  # /stream while it waits for a worker, backing off
 RETRIES = 5
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
-FOLLOWED_KEPT = 4  # jobs whose stream ended and whose outputs may still be downloaded
+
+Parts = dict[str, dict[int, bytes]]
 
 
 def endpoint_base(endpoint: str, api_base: str = DEFAULT_API) -> str:
@@ -43,6 +77,37 @@ def endpoint_base(endpoint: str, api_base: str = DEFAULT_API) -> str:
     if endpoint.startswith(("http://", "https://")):
         return endpoint.rstrip("/")
     return f"{api_base.rstrip('/')}/{endpoint}"
+
+
+def join_parts(event: Event, parts: Parts, job_id: str) -> None:
+    """Give each file of an `executed` event that came in `parts` its `data`."""
+    if not isinstance(event.payload, Executed):
+        return
+    for file in event.payload.files:
+        if file.parts is None or file.data is not None:
+            continue
+        got = parts.get(file.sha256, {})
+        if any(i not in got for i in range(file.parts)):
+            raise RemoteUnavailable(
+                f"{file.filename}: {sum(i in got for i in range(file.parts))} of "
+                f"{file.parts} parts arrived", code="output_parts_missing", job_id=job_id)
+        file.data = b64encode(b"".join(got[i] for i in range(file.parts)))
+    for file in event.payload.files:  # joined: their parts are not needed again
+        parts.pop(file.sha256, None)
+
+
+def ended(state: str, status: Mapping[str, Any]) -> JobStatus:
+    """The terminal status for a job RunPod itself ended (or lost)."""
+    if state == "CANCELLED":
+        return JobStatus(CANCELLED)
+    if state == "TIMED_OUT":
+        return JobStatus(FAILED, RemoteExecError(
+            "RunPod stopped the job: execution timeout reached", code="timed_out",
+            retryable=True))
+    error = decode_error(status.get("error"), fallback=f"the RunPod job ended {state}")
+    if error.code == ProtocolMismatch.code:
+        error = ProtocolMismatch(error.message, details=error.details)
+    return JobStatus(FAILED, error)
 
 
 class RunpodBackend:
@@ -60,12 +125,6 @@ class RunpodBackend:
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         self.policy = {"ttl": ttl_ms, "executionTimeout": execution_timeout_ms}
         self.retry_delay = retry_delay
-        self._inline: dict[str, Path] = {}
-        # Per job: output descriptors and file parts by sha256, kept for `download`
-        # while the job's stream is followed and for the last few jobs after.
-        self._files: dict[str, dict[str, dict[str, Any]]] = {}
-        self._parts: dict[str, dict[str, dict[int, bytes]]] = {}
-        self._followed: deque[str] = deque()
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -101,167 +160,169 @@ class RunpodBackend:
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
+    async def _run(self, body: dict[str, Any], what: str) -> str:
+        job = await self._call("POST", "/run", what, json={
+            "input": {**body, "protocol": PROTOCOL_VERSION}, "policy": self.policy})
+        return str(job["id"])
+
     # -- inputs -------------------------------------------------------------------------
 
-    async def missing_blobs(self, hashes: list[str]) -> list[str]:
-        # Small inputs ride inline in /run; large ones are checked in upload_blob.
-        return list(hashes)
+    async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
+        body = spec.to_dict()
+        media = [{k: v for k, v in item.items() if v is not None}
+                 for item in body.get("media", [])]
+        if media:
+            body["media"] = media
+        hashes = list(dict.fromkeys(m["sha256"] for m in media if m.get("sha256")))
+        inline: dict[str, str] = {}
+        large: list[str] = []
+        budget = INLINE_INPUT_LIMIT
+        for sha in hashes:
+            size = files[sha].stat().st_size
+            if size <= budget:
+                inline[sha] = b64encode(await asyncio.to_thread(files[sha].read_bytes))
+                budget -= size
+            else:
+                large.append(sha)
+        uploaded, reused = await self._upload(large, files)
+        for item in media:
+            data = inline.get(item.get("sha256") or "")
+            if data is not None:
+                del item["sha256"]
+                item["data"] = data
+        job_id = await self._run(body, "submitting the job")
+        return Submitted(job_id, [*inline, *uploaded], reused)
 
-    async def upload_blob(self, sha256: str, path: Path) -> None:
-        size = path.stat().st_size
-        if size <= INLINE_INPUT_LIMIT:
-            self._inline[sha256] = path
-            return
-        answer = await self._run_op({"op": "blobs", "sha256": [sha256]})
-        if sha256 not in answer.get("missing", []):
-            return
-        url = answer.get("uploads", {}).get(sha256)
-        if not url:
-            raise RemoteExecError(f"{path.name} is too large for RunPod's /run and the "
-                                  "endpoint has no bucket (BUCKET_ENDPOINT_URL) for uploads",
-                                  code="input_too_large")
+    async def _upload(self, hashes: list[str], files: Mapping[str, Path]
+                      ) -> tuple[list[str], list[str]]:
+        """Put inputs too large for `/run` into the endpoint's bucket, unless it or the
+        worker's volume holds them; returns (uploaded, reused)."""
+        if not hashes:
+            return [], []
+        answer = BlobsAnswer.parse(await self._run_op(BlobsRequest(hashes).to_wire()))
+        uploaded = []
+        for sha in hashes:
+            if sha not in answer.missing:
+                continue
+            path, url = files[sha], answer.uploads.get(sha)
+            if not url:
+                raise RemoteExecError(
+                    f"{path.name} is too large for RunPod's /run and the endpoint has no "
+                    "bucket (BUCKET_ENDPOINT_URL) for uploads", code="input_too_large")
+            try:
+                resp = await self.client.put(url, content=file_chunks(path), headers={
+                    "Content-Length": str(path.stat().st_size)})
+            except httpx.HTTPError as exc:
+                raise RemoteUnavailable(f"uploading {path.name} failed: {exc}") from exc
+            if not resp.is_success:
+                raise RemoteUnavailable(f"uploading {path.name} failed: HTTP "
+                                        f"{resp.status_code}", status=resp.status_code)
+            uploaded.append(sha)
+        return uploaded, [sha for sha in hashes if sha not in answer.missing]
 
-        resp = await self.client.put(url, content=file_chunks(path),
-                                     headers={"Content-Length": str(size)})
-        if not resp.is_success:
-            raise RemoteUnavailable(f"uploading {path.name} failed: HTTP {resp.status_code}")
-
-    async def _run_op(self, body: dict[str, Any]) -> dict[str, Any]:
-        job = await self._call("POST", "/run", "asking the worker",
-                               json={"input": body, "policy": self.policy})
+    async def _run_op(self, body: dict[str, Any]) -> Any:
+        """Run a worker operation as a job of its own and return its one answer."""
+        job_id = await self._run(body, "asking the worker")
         delay = POLL_MIN
         while True:
-            status = await self._call("GET", f"/status/{job['id']}", "asking the worker")
-            if status.get("status") in TERMINAL:
+            status = await self._call("GET", f"/status/{job_id}", "asking the worker")
+            state = status.get("status")
+            if state in TERMINAL:
                 output = status.get("output")
-                if status.get("status") != "COMPLETED" or not output:
-                    raise RemoteUnavailable(f"the worker could not answer: {status}")
-                return dict(output[0] if isinstance(output, list) else output)
+                if state == "COMPLETED" and output:
+                    return output[0] if isinstance(output, list) else output
+                raise ended(str(state), status).error or RemoteUnavailable(
+                    f"the worker could not answer: its job ended {state} without an answer")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX)
 
-    # -- jobs ---------------------------------------------------------------------------
-
-    async def submit(self, spec: JobSpec) -> str:
-        body = spec.to_dict()
-        for item in body.get("media", []):
-            path = self._inline.pop(item.get("sha256") or "", None)
-            if path is not None:
-                data = await asyncio.to_thread(path.read_bytes)
-                item.pop("sha256")
-                item["data"] = base64.b64encode(data).decode("ascii")
-        job = await self._call("POST", "/run", "submitting the job",
-                               json={"input": body, "policy": self.policy})
-        return str(job["id"])
+    # -- events -------------------------------------------------------------------------
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        try:
-            async for event in self._follow(job_id, after):
-                yield event
-        finally:
-            self._followed.append(job_id)
-            while len(self._followed) > FOLLOWED_KEPT:
-                old = self._followed.popleft()
-                if old not in self._followed:
-                    self._files.pop(old, None)
-                    self._parts.pop(old, None)
-
-    async def _follow(self, job_id: str, after: int) -> AsyncIterator[Event]:
+        parts: Parts = {}  # this call's file parts, by sha256 and index
         delay = POLL_MIN
         while True:
             answer = await self._call("GET", f"/stream/{job_id}", "following the job")
-            got = False
-            for item in answer.get("stream") or []:
-                for event in self._take(job_id, item.get("output")):
-                    got = True
-                    if event.seq <= after:
-                        continue
+            items = answer.get("stream") or []
+            for item in items:
+                for event in self._take(job_id, item.get("output"), parts, after):
                     after = event.seq
                     yield event
                     if event.terminal:
                         return
             status = answer.get("status")
             if status in TERMINAL:
-                async for event in self._ending(job_id, after):
+                async for event in self._ending(job_id, after, parts):
                     yield event
                 return
             # Poll briskly while the job runs; back off only while it waits for a
             # worker (a cold start can take minutes).
-            delay = POLL_MIN if got or status == "IN_PROGRESS" else min(delay * 1.5, POLL_MAX)
-            await asyncio.sleep(delay)
+            if items or status == "IN_PROGRESS":
+                delay = POLL_MIN
+                await asyncio.sleep(POLL_RUNNING)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, POLL_MAX)
 
-    def _take(self, job_id: str, output: Any) -> list[Event]:
-        """Events of one stream chunk; file parts are kept for `download`."""
-        if not isinstance(output, dict):
-            return []
-        part = output.get("file_part")
-        if isinstance(part, dict):
-            parts = self._parts.setdefault(job_id, {}).setdefault(str(part["sha256"]), {})
-            parts[int(part["index"])] = base64.b64decode(part["data"])
-        events = [Event.parse(raw) for raw in output.get("events") or []]
-        files = self._files.setdefault(job_id, {})
-        for event in events:
-            for file in event.data.get("files") or [] if event.type == "executed" else []:
-                files[str(file.get("sha256"))] = file
-        return events
+    @staticmethod
+    def _take(job_id: str, output: object, parts: Parts, after: int) -> list[Event]:
+        """The new events of one stream item, with their files' parts joined; a part
+        is kept in `parts` until the event that lists its file."""
+        chunk = parse_chunk(output)
+        if isinstance(chunk, FilePart):
+            parts.setdefault(chunk.sha256, {})[chunk.index] = chunk.data
+        elif isinstance(chunk, ErrorChunk):  # a failure streamed before the job ended
+            return [Event(after + 1, JobStatus(FAILED, chunk.error), time.time())]
+        elif isinstance(chunk, EventsChunk):
+            new = []
+            for event in chunk.events:
+                if event.seq > after:
+                    join_parts(event, parts, job_id)
+                    new.append(event)
+                    after = event.seq
+            return new
+        return []
 
-    async def _ending(self, job_id: str, after: int) -> AsyncIterator[Event]:
+    async def _ending(self, job_id: str, after: int, parts: Parts) -> AsyncIterator[Event]:
         """The job ended: replay what the stream missed from /status, or say how it ended."""
         status = await self._call("GET", f"/status/{job_id}", "reading the job's end")
         output = status.get("output")
         for item in output if isinstance(output, list) else []:
-            for event in self._take(job_id, item):
-                if event.seq > after:
-                    after = event.seq
-                    yield event
-                    if event.terminal:
-                        return
-        state = status.get("status")
-        if state == "CANCELLED":
-            data: dict[str, Any] = {"status": "cancelled"}
-        else:
-            data = {"status": "failed", "error": self._error(status)}
-        yield Event(after + 1, JOB_STATUS, data, 0.0)
+            for event in self._take(job_id, item, parts, after):
+                after = event.seq
+                yield event
+                if event.terminal:
+                    return
+        yield Event(after + 1, ended(str(status.get("status")), status), time.time())
 
-    @staticmethod
-    def _error(status: dict[str, Any]) -> dict[str, Any]:
-        raw = status.get("error")
-        if status.get("status") == "TIMED_OUT":
-            return {"code": "timed_out", "message": "RunPod stopped the job: execution "
-                    "timeout reached", "retryable": True}
-        try:
-            error = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            error = None
-        if isinstance(error, dict) and error.get("message"):
-            return error
-        if isinstance(error, dict) and error.get("error_message"):  # the SDK's own report
-            return {"code": "worker_error", "message": str(error["error_message"])}
-        return {"code": "runpod_failed", "message": str(raw or f"job {status.get('status')}")}
+    # -- the rest -----------------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> None:
         await self._call("POST", f"/cancel/{job_id}", "cancelling the job")
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
-        file = self._files.get(job_id, {}).get(output.sha256) or {}
-        if "data" in file:
-            dest.write(base64.b64decode(file["data"]))
-        elif "download_url" in file:
-            async with self.client.stream("GET", file["download_url"]) as resp:
-                if not resp.is_success:
-                    raise RemoteUnavailable(f"downloading {output.filename} from the bucket "
-                                            f"failed: HTTP {resp.status_code}")
-                await copy_body(resp, dest)
-        elif "parts" in file:
-            parts = self._parts.get(job_id, {}).get(output.sha256, {})
-            if len(parts) != int(file["parts"]):
-                raise RemoteUnavailable(f"{output.filename}: {len(parts)} of {file['parts']} "
-                                        "parts arrived")
-            for index in range(int(file["parts"])):
-                dest.write(parts[index])
+        if output.data is not None:
+            try:
+                data = base64.b64decode(output.data, validate=True)
+            except (binascii.Error, ValueError):
+                raise RemoteExecError(f"{output.filename}: its inline data is not base64",
+                                      code="bad_output", job_id=job_id) from None
+            await asyncio.to_thread(dest.write, data)
+        elif output.download_url:
+            try:
+                async with self.client.stream("GET", output.download_url) as resp:
+                    if not resp.is_success:
+                        raise RemoteUnavailable(
+                            f"downloading {output.filename} from the bucket failed: HTTP "
+                            f"{resp.status_code}", status=resp.status_code, job_id=job_id)
+                    await copy_body(resp, dest)
+            except httpx.HTTPError as exc:
+                raise RemoteUnavailable(f"downloading {output.filename} from the bucket "
+                                        f"failed: {type(exc).__name__}",
+                                        job_id=job_id) from exc
         else:
             raise RemoteExecError(f"{output.filename} came with no way to fetch it",
-                                  code="output_unavailable")
+                                  code="output_unavailable", job_id=job_id)
 
     async def health(self) -> dict[str, Any]:
         data = await self._call("GET", "/health", "checking the endpoint")

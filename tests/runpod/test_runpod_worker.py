@@ -16,7 +16,16 @@ import pytest
 from comfy_remote_exec.backends.runpod import RunpodBackend
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.errors import Unauthorized
-from comfy_remote_exec.protocol import Event, JobSpec, MediaItem, OutputFile
+from comfy_remote_exec.protocol import (
+    PROTOCOL_VERSION,
+    Event,
+    Executed,
+    JobSpec,
+    JobStatus,
+    MediaItem,
+    OutputFile,
+)
+from comfy_remote_exec.protocol.runpod import decode_error
 
 from ..extension.conftest import Launched, connected, launch, stop
 from ..helpers import png_bytes, workflow
@@ -35,20 +44,25 @@ async def backend(emulator: RunpodEmulator, comfy_worker: SdkWorker
 
 
 async def run(backend: RunpodBackend, spec: JobSpec) -> tuple[str, list[Event]]:
-    job_id = await backend.submit(spec)
+    job_id = (await backend.submit(spec, {})).job_id
     return job_id, [event async for event in backend.events(job_id)]
 
 
+def status(event: Event) -> str:
+    assert isinstance(event.payload, JobStatus), event
+    return event.payload.status
+
+
 async def outputs(backend: RunpodBackend, job_id: str, events: list[Event]
-                  ) -> list[tuple[OutputFile, dict[str, Any], bytes]]:
+                  ) -> list[tuple[OutputFile, bytes]]:
     found = []
     for event in events:
-        for raw in event.data.get("files", []) if event.type == "executed" else []:
-            out = OutputFile.parse(raw)
+        for out in event.payload.files if isinstance(event.payload, Executed) else []:
             buf = io.BytesIO()
             await backend.download(job_id, out, buf)
             assert hashlib.sha256(buf.getvalue()).hexdigest() == out.sha256
-            found.append((out, raw, buf.getvalue()))
+            assert len(buf.getvalue()) == out.size_bytes
+            found.append((out, buf.getvalue()))
     return found
 
 
@@ -57,10 +71,10 @@ async def test_workflows_through_the_sdk_loop(backend: RunpodBackend, emulator: 
     for name in ("invert", "upscale_tiny", "animated", "preview_any"):
         job_id, events = await run(backend, JobSpec(workflow=workflow(name)))
         assert [e.seq for e in events] == list(range(events[0].seq, events[-1].seq + 1))
-        assert events[-1].data["status"] == "completed", events[-1]
+        assert status(events[-1]) == "completed", events[-1]
         assert comfy_worker.base is not None
-        for out, _, data in await outputs(backend, job_id, events):
-            assert (comfy_worker.base / out.type / out.subfolder / out.filename).read_bytes() \
+        for out, data in await outputs(backend, job_id, events):
+            assert (comfy_worker.base / out.folder / out.subfolder / out.filename).read_bytes() \
                 == data
         if name == "upscale_tiny":
             assert any(e.type == "progress" for e in events)
@@ -77,14 +91,15 @@ async def test_inline_input_and_large_output_through_the_bucket(
     spec = JobSpec(workflow=flow, media=[MediaItem(name="example.png",
                                                    data=base64.b64encode(image).decode())])
     job_id, events = await run(backend, spec)
-    assert events[-1].data["status"] == "completed", events[-1]
-    files = {out.filename: (raw, data) for out, raw, data in await outputs(backend, job_id,
-                                                                           events)}
-    raw, data = files["big.bin"]
-    assert raw["download_url"].startswith(s3["BUCKET_ENDPOINT_URL"].rsplit("/", 1)[0])
-    assert "data" not in raw and len(data) == 3_000_000
-    scaled = next(raw for name, (raw, _) in files.items() if name.startswith("scaled"))
-    assert "data" in scaled, "a small output travels inline"
+    assert status(events[-1]) == "completed", events[-1]
+    files = {out.filename: (out, data) for out, data in await outputs(backend, job_id, events)}
+    big, data = files["big.bin"]
+    assert big.download_url and big.download_url.startswith(
+        s3["BUCKET_ENDPOINT_URL"].rsplit("/", 1)[0])
+    assert big.data is None and big.size_bytes == len(data) == 3_000_000
+    scaled = next(out for name, (out, _) in files.items() if name.startswith("scaled"))
+    assert scaled.data is not None, "a small output travels inline"
+    assert (scaled.folder, scaled.type, scaled.url) == ("output", "image", "")
 
 
 async def test_cancel_stops_the_remote_job(backend: RunpodBackend, emulator: RunpodEmulator,
@@ -92,23 +107,34 @@ async def test_cancel_stops_the_remote_job(backend: RunpodBackend, emulator: Run
     flow = workflow("steps")
     flow["2"]["inputs"].update(steps=200, step_seconds=0.05, previews=False)
     flow["1"]["inputs"]["color"] = 90210
-    job_id = await backend.submit(JobSpec(workflow=flow))
+    job_id = (await backend.submit(JobSpec(workflow=flow), {})).job_id
     seen = []
     async for event in backend.events(job_id):
         seen.append(event)
         if event.type == "progress" and len([e for e in seen if e.type == "progress"]) == 1:
             await backend.cancel(job_id)
-    assert seen[-1].data["status"] == "cancelled"
+    assert status(seen[-1]) == "cancelled"
     assert emulator.jobs[job_id].status == "CANCELLED"
     # The next job runs once ComfyUI is free: only after the stop reached the worker
     # (the stop channel, then the worker's own cancel, which interrupts ComfyUI).
     _, events = await run(backend, JobSpec(workflow=workflow("invert")))
-    assert events[-1].data["status"] == "completed"
+    assert status(events[-1]) == "completed"
     assert comfy_worker.base is not None
     records = [json.loads(p.read_text())
                for p in (comfy_worker.base / "remote_exec" / "jobs").glob("*/job.json")]
     cancelled = [r for r in records if r["status"] == "cancelled"]
     assert cancelled and cancelled[0]["finished_at"] - cancelled[0]["started_at"] < 9
+
+
+def test_a_job_of_another_protocol_version_fails_clearly(emulator: RunpodEmulator,
+                                                        comfy_worker: SdkWorker) -> None:
+    body = {"input": {"workflow": workflow("invert"), "protocol": PROTOCOL_VERSION + 1}}
+    done = httpx.post(f"{emulator.api_base}/{emulator.endpoint}/runsync", json=body,
+                      headers={"Authorization": f"Bearer {emulator.api_key}"},
+                      timeout=120).json()
+    assert done["status"] == "FAILED", done
+    error = decode_error(done["error"])
+    assert error.code == "protocol_mismatch" and "update this side" in error.message
 
 
 def test_worker_comfyui_request_gets_a_worker_comfyui_answer(emulator: RunpodEmulator,
@@ -135,7 +161,7 @@ def test_worker_comfyui_request_gets_a_worker_comfyui_answer(emulator: RunpodEmu
 async def test_bad_key_is_clear(emulator: RunpodEmulator) -> None:
     rp = RunpodBackend(emulator.endpoint, "not-the-key", api_base=emulator.api_base)
     with pytest.raises(Unauthorized, match="RUNPOD_API_KEY"):
-        await rp.submit(JobSpec(workflow=workflow("invert")))
+        await rp.submit(JobSpec(workflow=workflow("invert")), {})
     await rp.close()
 
 
@@ -169,7 +195,8 @@ async def test_run_button_on_runpod(launched_runpod: Launched) -> None:
         for name in ("invert", "upscale_tiny"):
             prompt_id, messages = await client.run(workflow(name), timeout=120)
             kinds = [m.type for m in messages]
-            assert "execution_success" in kinds, kinds
+            assert "execution_success" in kinds, [
+                m.data for m in messages if m.type.startswith(("remote_exec", "execution"))]
             if name == "upscale_tiny":
                 assert "progress" in kinds
             history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
@@ -239,11 +266,11 @@ async def test_large_input_goes_up_through_the_bucket_once(backend: RunpodBacken
     flow["1"]["inputs"]["image"] = "huge.png"
     for attempt in range(2):
         before = len(emulator.jobs)
-        assert await backend.missing_blobs([sha]) == [sha]
-        await backend.upload_blob(sha, path)
-        _, events = await run(backend, JobSpec(
-            workflow=flow, media=[MediaItem(name="huge.png", sha256=sha)]))
-        assert events[-1].data["status"] == "completed", events[-1]
+        done = await backend.submit(JobSpec(
+            workflow=flow, media=[MediaItem(name="huge.png", sha256=sha)]), {sha: path})
+        assert (done.uploaded, done.reused) == (([sha], []) if attempt == 0 else ([], [sha]))
+        events = [event async for event in backend.events(done.job_id)]
+        assert status(events[-1]) == "completed", events[-1]
         ops = [j for j in list(emulator.jobs.values())[before:] if j.input.get("op")]
         assert len(ops) == 1
         [op] = ops
