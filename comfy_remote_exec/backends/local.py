@@ -71,7 +71,13 @@ class LocalBackend:
     async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
         return await (await self._backend()).submit(spec, files)
 
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+    def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        # The worker's own stream when it runs (no stop here on an event's way).
+        if self._http is not None:
+            return self._http.events(job_id, after)
+        return self._events_once_started(job_id, after)
+
+    async def _events_once_started(self, job_id: str, after: int) -> AsyncIterator[Event]:
         async for event in (await self._backend()).events(job_id, after):
             yield event
 

@@ -9,6 +9,7 @@ server's own aiohttp start-up and shutdown signals.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import struct
@@ -39,9 +40,16 @@ from .routes import add_routes
 log = logging.getLogger("comfy_remote_exec")
 
 
-class EncodedFrame(bytes):
-    """A binary WebSocket message already encoded: `install` makes ComfyUI's send loop
-    pass it on as it is, in order with every other message."""
+class EncodedImage:
+    """An image the remote already encoded, where ComfyUI expects a PIL image: its
+    preview sender only calls `save` (no `max_size` is given, so nothing resizes it),
+    so the bytes go out as they came, in order with every other message."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def save(self, fp: io.BytesIO, **_: Any) -> None:
+        fp.write(self.data)
 
 
 class ComfyHost:
@@ -72,10 +80,9 @@ class ComfyHost:
         # The remote's encoded image goes out as it came: no decoding, no re-encoding.
         if sid is not None and feature_flags.supports_feature(
                 self.server.sockets_metadata, sid, "supports_preview_metadata"):
-            meta = json.dumps({**metadata, "image_type": image_type}).encode("utf-8")
+            fmt = "PNG" if image_type == "image/png" else "JPEG"
             self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA,
-                                  EncodedFrame(struct.pack(">I", len(meta)) + meta + image),
-                                  sid)
+                                  ((fmt, EncodedImage(image), None), metadata), sid)
         else:  # the legacy frame: a 4-byte image format, then the image
             kind = 2 if image_type == "image/png" else 1
             self.server.send_sync(BinaryEventTypes.PREVIEW_IMAGE,
@@ -194,17 +201,6 @@ def install() -> RemoteExec:
         return [*running, *remote_running], [*pending, *remote_pending]
 
     prompt_queue.get_current_queue_volatile = current_queue
-
-    # ComfyUI builds a type-4 preview only from a decoded image; ours arrive encoded.
-    local_send = prompt_server.send
-
-    async def send(event: Any, data: Any, sid: str | None = None) -> None:
-        if isinstance(data, EncodedFrame):
-            await prompt_server.send_bytes(event, bytes(data), sid)
-        else:
-            await local_send(event, data, sid)
-
-    prompt_server.send = send
 
     async def on_startup(app: web.Application) -> None:
         core.start()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
 from ..errors import BadRequest, RemoteExecError
-from .common import JsonObject, JsonValue, as_object
+from .common import JsonObject, JsonValue
 from .lifecycle import JOB_STATUSES, TERMINAL_STATUSES
 from .outputs import OutputFile
 
@@ -404,13 +404,19 @@ class Event:
 
     @classmethod
     def parse(cls, raw: object) -> Event:
-        obj = as_object(raw, "an event")
+        if not isinstance(raw, dict):
+            raise BadRequest("an event must be an object")
+        obj: JsonObject = raw
         check_version(obj.get("v"), peer="worker")
         seq, kind, ts = obj.get("seq"), obj.get("type"), obj.get("ts", 0.0)
         if not isinstance(seq, int) or not isinstance(kind, str) or not kind:
             raise BadRequest("an event needs an integer seq and a type")
         data = obj.get("data")
-        payload = payload_from(kind, as_object(data if data is not None else {}, "event.data"))
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise BadRequest("event.data must be an object")
+        payload = payload_from(kind, data)
         return cls(seq, payload, float(ts) if isinstance(ts, (int, float)) else 0.0)
 
 

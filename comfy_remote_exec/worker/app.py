@@ -69,7 +69,7 @@ class Worker:
         self.process = ComfyProcess(ComfyProcessConfig(
             install=config.install, base_dir=base, port=config.comfy_port,
             extra_args=[*config.comfy_args, *hooks]))
-        self.runner = Runner(self.process, self.dirs, self.blobs, self.service)
+        self.runner = Runner(self.process, self.dirs, self.blobs)
         self.service.attach(self.runner)
         self.app = self.build_app()
 

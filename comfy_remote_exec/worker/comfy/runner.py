@@ -1,8 +1,8 @@
 """Run jobs on the supervised ComfyUI and turn what it does into job events.
 
-The runner is the part of the worker that knows ComfyUI. The job service
-uses it through one small `RunSink`: the runner hands it each typed event and
-tells it when the job's `Lifecycle` (shared with the job record) moved. The
+The runner is the part of the worker that knows ComfyUI. Each run has a
+`RunSink` (the job record): the runner hands it each typed event and tells it
+when the job's `Lifecycle`, which the record and the run share, moved. The
 runner makes every transition of a job it holds: `start` at ComfyUI's
 `execution_start`, `end` in `_finish`, the one place a run ends.
 
@@ -59,10 +59,10 @@ INTERRUPT_RETRY_DELAY = 0.25
 
 
 class RunSink(Protocol):
-    async def event(self, job_id: str, payload: Payload) -> None:
+    async def event(self, payload: Payload) -> None:
         """One of ComfyUI's events for the job, typed (an `Executed` with its files)."""
 
-    async def changed(self, job_id: str) -> None:
+    async def changed(self) -> None:
         """The job's lifecycle moved: it started, or it ended (status and error set)."""
 
 
@@ -75,6 +75,7 @@ class Run:
     targets: list[str] | None
     url_prefix: str
     life: Lifecycle
+    sink: RunSink
     result: str | None = None  # the status ComfyUI's ending message means
     error: ExecutionError | None = None
     connection: int = 0
@@ -86,12 +87,10 @@ class Run:
 
 
 class Runner:
-    def __init__(self, process: ComfyProcess, dirs: ComfyDirs, blobs: BlobStore,
-                 sink: RunSink) -> None:
+    def __init__(self, process: ComfyProcess, dirs: ComfyDirs, blobs: BlobStore) -> None:
         self.process = process
         self.dirs = dirs
         self.blobs = blobs
-        self.sink = sink
         self.client_id = f"remote-exec-{uuid.uuid4().hex[:12]}"
         self._session: aiohttp.ClientSession | None = None
         self.client: ComfyClient | None = None
@@ -146,8 +145,9 @@ class Runner:
     # -- submitting ---------------------------------------------------------------
 
     async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
-                     life: Lifecycle, priority: int = 0, targets: list[str] | None = None,
-                     url_prefix: str = "", extra_data: dict[str, Any] | None = None) -> Run:
+                     life: Lifecycle, sink: RunSink, priority: int = 0,
+                     targets: list[str] | None = None, url_prefix: str = "",
+                     extra_data: dict[str, Any] | None = None) -> Run:
         """Place the job's inputs and queue it in ComfyUI.
 
         `media` maps the names the workflow uses to blob hashes; each file is
@@ -165,7 +165,7 @@ class Runner:
             self.blobs.link_into(sha, self.dirs.input / input_prefix(sha) / name)
         run = Run(job_id=job_id, prompt_id=str(uuid.uuid4()), prompt=prompt,
                   number=self._seq - priority * 1_000_000, targets=targets,
-                  url_prefix=url_prefix, life=life, inputs=frozenset(media.values()),
+                  url_prefix=url_prefix, life=life, sink=sink, inputs=frozenset(media.values()),
                   extra_data={k: v for k, v in (extra_data or {}).items()
                               if k != "client_id"})
         self._runs[job_id] = run
@@ -272,13 +272,13 @@ class Runner:
         if isinstance(payload, ExecutionStart):
             run.connection, self._current = self._connection, run
             if run.life.start():
-                await self.sink.changed(run.job_id)
+                await run.sink.changed()
         elif isinstance(payload, Executed):
             payload.files = await self._describe(run, payload)
         elif type(payload) in ENDINGS:
             run.result = ENDINGS[type(payload)]
             run.error = payload if isinstance(payload, ExecutionError) else None
-        await self.sink.event(run.job_id, payload)
+        await run.sink.event(payload)
         if isinstance(payload, Executing) and payload.node is None:
             await self._complete(run)
 
@@ -319,7 +319,7 @@ class Runner:
                     continue
                 executed = Executed(node=str(node_id), display_node=str(node_id), output=ui)
                 executed.files = await self._describe(run, executed)
-                await self.sink.event(run.job_id, executed)
+                await run.sink.event(executed)
             if run.result is None:
                 status = (entry.get("status") or {}).get("status_str")
                 run.result = COMPLETED if status == "success" else None
@@ -347,7 +347,7 @@ class Runner:
             error.job_id = run.job_id
         if run.life.end(status, error):
             try:
-                await self.sink.changed(run.job_id)
+                await run.sink.changed()
             except Exception:
                 log.exception("sink failed to record the end of job %s", run.job_id)
 

@@ -1,5 +1,10 @@
 """Job records: state, progress, event log, and their persistence on disk.
 
+A `Job` is also the runner's sink for its run (`event`, `changed`): an event
+goes from the runner into the job's `EventLog`, and from there to every
+reader, with no other stop on the way. What the service must do when a job
+moves (webhooks, pruning) reaches it through the job's `listener`.
+
 Each job has a directory with `job.json` (rewritten atomically: temp file,
 fsync, rename) and `events.jsonl` (appended). A worker restart therefore loses
 no record; jobs that were queued or running at the time are marked failed with
@@ -12,9 +17,11 @@ removed past a limit.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import shutil
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +44,65 @@ from ...protocol import (
 )
 
 
+class EventLog:
+    """One job's numbered events: kept in memory, appended to the store's file
+    (previews only in memory), and handed to every reader as they come."""
+
+    def __init__(self, job_id: str, store: JobStore | None = None,
+                 events: list[Event] | None = None) -> None:
+        self.job_id = job_id
+        self.store = store
+        self.events: list[Event] = events or []
+        self._news: asyncio.Event | None = None
+        self._next = (self.events[-1].seq if self.events else 0) + 1  # previews leave gaps
+
+    def append(self, payload: Payload) -> Event:
+        event = Event(self._next, payload, time.time())
+        self._next += 1
+        self.events.append(event)
+        if self.store is not None:
+            try:
+                self.store.append_event(self.job_id, event)
+                if event.terminal:
+                    self.store.close_events(self.job_id)
+            except OSError:
+                pass  # the record in memory still serves; the file is best effort
+        news, self._news = self._news, None
+        if news is not None:
+            news.set()
+        return event
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.events) and self.events[-1].terminal
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Events with `seq > after`, live, ending after the terminal status."""
+        last = after
+        while True:
+            # By seq, not position: a finished job's log is compacted under us.
+            start = bisect.bisect_right(self.events, last, key=lambda e: e.seq)
+            if start < len(self.events):
+                for event in self.events[start:]:
+                    last = event.seq
+                    yield event
+                continue
+            if self.ended:
+                return
+            if self._news is None:
+                self._news = asyncio.Event()
+            await self._news.wait()
+
+    async def wait(self) -> None:
+        """Until the next event."""
+        if self._news is None:
+            self._news = asyncio.Event()
+        await self._news.wait()
+
+    def drop_previews(self) -> None:
+        self.events = [e for e in self.events if not isinstance(e.payload, Preview)]
+
+
 @dataclass
 class Job:
     id: str
@@ -53,8 +119,35 @@ class Job:
     outputs: list[OutputFile] = field(default_factory=list)
     ui: dict[str, Any] = field(default_factory=dict)
     # Not persisted in job.json: the event log has its own file.
-    events: list[Event] = field(default_factory=list, repr=False)
-    changed: asyncio.Event | None = field(default=None, repr=False)
+    log: EventLog = field(default=None, repr=False)  # type: ignore[assignment]
+    listener: Callable[[Job], Awaitable[None]] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = EventLog(self.id)
+
+    @property
+    def events(self) -> list[Event]:
+        return self.log.events
+
+    # -- the runner's sink --------------------------------------------------------------
+
+    async def event(self, payload: Payload) -> None:
+        """One of ComfyUI's events: progress, then the log."""
+        if self.terminal:
+            return
+        self.track(payload)
+        self.log.append(payload)
+
+    async def changed(self) -> None:
+        """The lifecycle moved: record it, log its `job_status`, tell the listener."""
+        if self.terminal:
+            self.current_node, self.step = None, None
+        if self.log.store is not None:
+            self.log.store.save(self)
+        self.log.append(JobStatus(self.status, self.life.error))
+        if self.listener is not None:
+            await self.listener(self)
 
     @property
     def status(self) -> str:
@@ -163,21 +256,26 @@ class JobStore:
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
 
+    def log_for(self, job: Job) -> EventLog:
+        """Give a new job its log, persisted here."""
+        job.log = EventLog(job.id, self, job.log.events)
+        return job.log
+
     def save(self, job: Job) -> None:
         folder = self._dir(job.id)
         folder.mkdir(exist_ok=True)
         atomic_write_json(folder / "job.json", job.record())
 
-    def append_event(self, job: Job, event: Event) -> None:
+    def append_event(self, job_id: str, event: Event) -> None:
         """Append to the job's event log (kept open until `close_events`).
 
         Preview frames stay in memory only: no reader of the file wants them.
         """
         if isinstance(event.payload, Preview):
             return
-        fh = self._logs.get(job.id)
+        fh = self._logs.get(job_id)
         if fh is None:
-            fh = self._logs[job.id] = (self._dir(job.id) / "events.jsonl").open(
+            fh = self._logs[job_id] = (self._dir(job_id) / "events.jsonl").open(
                 "a", encoding="utf-8")
         fh.write(json.dumps(event.to_wire(), separators=(",", ":")) + "\n")
         fh.flush()
@@ -199,23 +297,21 @@ class JobStore:
                 job = Job.from_record(json.loads(record.read_text(encoding="utf-8")))
             except (ValueError, TypeError):
                 continue
+            events: list[Event] = []
             events_file = record.parent / "events.jsonl"
             if events_file.exists():
                 for line in events_file.read_text(encoding="utf-8").splitlines():
                     try:
-                        job.events.append(Event.parse(json.loads(line)))
-                    except (ValueError, Exception):
-                        break
+                        events.append(Event.parse(json.loads(line)))
+                    except (ValueError, RemoteExecError):
+                        break  # a torn last line, or a log of another protocol version
+            job.log = EventLog(job.id, self, events)
             was = job.status
             if job.life.end(FAILED, RemoteExecError(
                     f"the worker restarted while this job was {was}",
                     code="worker_restarted", retryable=True, job_id=job.id)):
-                last = job.events[-1].seq if job.events else 0  # previews left gaps
-                event = Event(last + 1, JobStatus(FAILED, job.life.error), time.time())
-                job.events.append(event)
                 self.save(job)
-                self.append_event(job, event)
-                self.close_events(job.id)
+                job.log.append(JobStatus(FAILED, job.life.error))
             jobs.append(job)
         jobs.sort(key=lambda j: j.created_at)
         return jobs

@@ -1,17 +1,15 @@
 """The job service behind the worker's HTTP API.
 
-It owns the job records and their event logs, turns a `JobSpec` into blobs
-plus a prepared workflow for the runner, and is the runner's `RunSink`: every
-typed ComfyUI event becomes a numbered event in the job's log (in memory, on
-disk, and to every open stream), and each move of the job's `Lifecycle`
-(which the record shares with the runner's run) becomes a `job_status` event;
-the end also a webhook.
+It owns the job records, turns a `JobSpec` into blobs plus a prepared
+workflow for the runner, and hands the runner each job as its run's sink: the
+job's events go from the runner straight into the job's event log, not
+through here. The service hears when a job moves (its `listener`): the end
+sends the webhook, and finished jobs are pruned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
@@ -31,8 +29,6 @@ from ...protocol import (
     JobSpec,
     JobStatus,
     MediaItem,
-    Payload,
-    Preview,
     decode_base64,
     safe_relpath,
 )
@@ -64,6 +60,8 @@ class JobService:
         self.keep_jobs = keep_jobs
         self.preview_grace = PREVIEW_GRACE
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
+        for job in self.jobs.values():
+            job.listener = self._moved
         self._prune()
 
     def attach(self, runner: Runner) -> None:
@@ -108,21 +106,9 @@ class JobService:
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return jobs[: max(0, limit)]
 
-    async def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+    def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events with `seq > after`, live, ending after the terminal status."""
-        job = self.get(job_id)
-        last = after
-        while True:
-            # By seq, not position: a finished job's log is compacted under us.
-            start = bisect.bisect_right(job.events, last, key=lambda e: e.seq)
-            if start < len(job.events):
-                for event in job.events[start:]:
-                    last = event.seq
-                    yield event
-                continue
-            if job.terminal:
-                return
-            await self._news(job).wait()
+        return self.get(job_id).log.follow(after)
 
     # -- submitting -----------------------------------------------------------------
 
@@ -141,13 +127,15 @@ class JobService:
             values[i] = name
         workflow = apply_overrides(spec.workflow, spec.inputs, values)
         job = Job(id=job_id, priority=spec.priority, user_id=spec.user_id,
-                  webhook_url=spec.webhook_url, nodes_total=len(workflow))
+                  webhook_url=spec.webhook_url, nodes_total=len(workflow),
+                  listener=self._moved)
+        self.store.log_for(job)
         self.jobs[job_id] = job
         self.store.save(job)
-        self._emit(job, JobStatus(job.status))
+        job.log.append(JobStatus(job.status))
         try:
             run = await self.runner.submit(
-                job_id, workflow, media, life=job.life, priority=spec.priority,
+                job_id, workflow, media, life=job.life, sink=job, priority=spec.priority,
                 targets=spec.partial_execution_targets,
                 url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
         except BaseException:
@@ -202,41 +190,24 @@ class JobService:
                            job_id=job_id)
         assert self.runner is not None
         if not await self.runner.cancel(job_id) and job.life.end(CANCELLED):
-            await self.changed(job_id)
+            await job.changed()
         deadline = time.monotonic() + wait
         with contextlib.suppress(asyncio.TimeoutError):
             while not job.terminal:
-                await asyncio.wait_for(self._news(job).wait(), deadline - time.monotonic())
+                await asyncio.wait_for(job.log.wait(), deadline - time.monotonic())
         return job
 
-    # -- RunSink --------------------------------------------------------------------
+    # -- a job moved ------------------------------------------------------------------
 
-    async def event(self, job_id: str, payload: Payload) -> None:
-        job = self.jobs.get(job_id)
-        if job is None or job.terminal:
-            return
-        job.track(payload)
-        self._emit(job, payload)
-
-    async def changed(self, job_id: str) -> None:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return
-        self.store.save(job)
-        self._emit(job, JobStatus(job.status, job.life.error))
+    async def _moved(self, job: Job) -> None:
         if not job.terminal:
             return
-        job.current_node, job.step = None, None
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{job.status}", job.view())
         # A client that attaches after a fast job ended still gets its previews, as a
         # local run shows them; then they leave memory.
-        asyncio.get_running_loop().call_later(self.preview_grace, self._drop_previews, job)
+        asyncio.get_running_loop().call_later(self.preview_grace, job.log.drop_previews)
         self._prune()
-
-    @staticmethod
-    def _drop_previews(job: Job) -> None:
-        job.events = [e for e in job.events if not isinstance(e.payload, Preview)]
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond `keep_jobs`."""
@@ -247,22 +218,3 @@ class JobService:
         for job in finished[: len(finished) - self.keep_jobs]:
             del self.jobs[job.id]
             self.store.remove(job.id)
-
-    def _news(self, job: Job) -> asyncio.Event:
-        """Set at the job's next event; each event hands waiters a fresh one."""
-        if job.changed is None:
-            job.changed = asyncio.Event()
-        return job.changed
-
-    def _emit(self, job: Job, payload: Payload) -> None:
-        event = Event(len(job.events) + 1, payload, time.time())
-        job.events.append(event)
-        try:
-            self.store.append_event(job, event)
-            if event.terminal:
-                self.store.close_events(job.id)
-        except OSError:
-            log.exception("could not persist event %s of job %s", event.seq, job.id)
-        news, job.changed = job.changed, None
-        if news is not None:
-            news.set()

@@ -13,6 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from comfy_remote_exec.errors import RemoteExecError
+from comfy_remote_exec.protocol import (
+    FAILED,
+    RUNNING,
+    JobStatus,
+    Lifecycle,
+    Preview,
+    Progress,
+)
 from comfy_remote_exec.worker.api.api import (
     DIRS,
     SERVICE,
@@ -23,14 +31,6 @@ from comfy_remote_exec.worker.api.api import (
 )
 from comfy_remote_exec.worker.api.compat import add_compat_routes
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
-from comfy_remote_exec.protocol import (
-    FAILED,
-    RUNNING,
-    JobStatus,
-    Lifecycle,
-    Preview,
-    Progress,
-)
 from comfy_remote_exec.worker.inputs.blobs import BlobStore
 from comfy_remote_exec.worker.service.jobs import Job, JobStore
 from comfy_remote_exec.worker.service.service import JobService
@@ -104,7 +104,7 @@ async def test_seed_status_and_events_of_stored_job(api: tuple) -> None:
     assert missing.json() == {"error": "Call ID not found or invalid."}
     job = Job(id="j1", life=Lifecycle(FAILED, RemoteExecError("it broke", code="x")))
     service.jobs[job.id] = job
-    service._emit(job, JobStatus(FAILED))
+    job.log.append(JobStatus(FAILED))
     status = await client.get("/status/j1")
     assert status.json() == {"status": "FAILED", "call_id": "j1", "error": "it broke"}
     events = await client.get("/v1/jobs/j1/events")
@@ -127,11 +127,11 @@ async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
                              allow_private_urls=True)
         for status in ("completed", "failed", "cancelled"):
             job = Job(id=f"j-{status}", life=Lifecycle(RUNNING),
-                      webhook_url="http://hooks.test/h")
+                      webhook_url="http://hooks.test/h", listener=service._moved)
             service.jobs[job.id] = job
             error = RemoteExecError("boom", code="execution_error") if status == "failed" else None
             assert job.life.end(status, error)
-            await service.changed(job.id)
+            await job.changed()
         await service.close()
     assert sorted(r["event"] for r in received) == ["job.cancelled", "job.completed",
                                                     "job.failed"]
@@ -147,18 +147,19 @@ async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
         service.preview_grace = 0.2
         streams = []
         for n in range(3):
-            job = Job(id=f"j{n}", life=Lifecycle(RUNNING))
+            job = Job(id=f"j{n}", life=Lifecycle(RUNNING), listener=service._moved)
+            service.store.log_for(job)
             service.jobs[job.id] = job
             service.store.save(job)
-            await service.event(job.id, Progress(1, 2))
+            await job.event(Progress(1, 2))
             for _ in range(3):
-                service._emit(job, Preview(b"\x00\x00\x00", "image/png"))
-            await service.event(job.id, Progress(2, 2))
+                job.log.append(Preview(b"\x00\x00\x00", "image/png"))
+            await job.event(Progress(2, 2))
             stream = service.stream(job.id)
             assert (await anext(stream)).seq == 1  # a live reader, mid-log
             streams.append(stream)
             job.life.end("completed")
-            await service.changed(job.id)
+            await job.changed()
         # A reader that comes right after the end still gets the previews...
         assert [e.type async for e in service.stream("j2")].count("preview") == 3
         # ... until the grace period ends; a live reader goes on by seq across that
