@@ -26,7 +26,7 @@ from comfy_remote_exec.backends.http import HttpBackend
 from comfy_remote_exec.discovery import ComfyInstall
 from comfy_remote_exec.extension.inputs import InputHasher
 from comfy_remote_exec.jobapi.spawn import start_worker, stop_worker, worker_command
-from comfy_remote_exec.protocol import JobSpec, MediaItem, OutputFile
+from comfy_remote_exec.protocol import Executed, JobSpec, MediaItem, OutputFile
 from comfy_remote_exec.worker.comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from tests.conftest import prepare_worker_base
 from tests.extension.conftest import LocalClient, connected, local_comfy
@@ -126,12 +126,12 @@ async def output_wire_ratio(stack: HttpStack, size: int) -> dict[str, Any]:
                              "size": size}}}
     async with httpx.AsyncClient(transport=transport) as client:
         backend = HttpBackend(stack.worker_url, stack.token, client)
-        job_id = await backend.submit(JobSpec(workflow=flow))
-        files = []
+        job_id = (await backend.submit(JobSpec(workflow=flow), {})).job_id
+        files: list[OutputFile] = []
         async for event in backend.events(job_id):
-            if event.type == "executed":
-                files = [OutputFile.parse(f) for f in event.data.get("files", [])]
-                descriptor = len(json.dumps(event.to_dict()))
+            if isinstance(event.payload, Executed):
+                files = event.payload.files
+                descriptor = len(json.dumps(event.to_wire()))
         before = transport.received
         size = 0
         for out in files:
@@ -158,13 +158,11 @@ async def repeat_input_bytes(stack: HttpStack, root: Path) -> dict[str, Any]:
         async with httpx.AsyncClient(transport=transport) as client:
             backend = HttpBackend(stack.worker_url, stack.token, client)
             files = hasher.collect(flow, {"input": input_dir})
-            missing = set(await backend.missing_blobs([f.sha256 for f in files]))
-            for item in files:
-                if item.sha256 in missing:
-                    await backend.upload_blob(item.sha256, item.path)
-                    transport.sent += item.size  # streamed bodies are not counted above
-            await backend.submit(JobSpec(workflow=flow, media=[
-                MediaItem(name=f.name, sha256=f.sha256) for f in files]))
+            submitted = await backend.submit(JobSpec(workflow=flow, media=[
+                MediaItem(name=f.name, sha256=f.sha256) for f in files]),
+                {f.sha256: f.path for f in files})
+            # Streamed bodies are not counted by the transport.
+            transport.sent += sum(f.size for f in files if f.sha256 in submitted.uploaded)
         sent.append(transport.sent)
     return {"value": sent[1], "first_submission_bytes": sent[0], "input_bytes": size}
 
