@@ -65,7 +65,9 @@ class RemoteExecError(Exception):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, status: int | None = None) -> RemoteExecError:
-        return cls(
+        """The error from its wire form, as the class its code names (when one does)."""
+        klass = _BY_CODE.get(str(data.get("code")), cls)
+        return klass(
             str(data.get("message") or data.get("code") or "remote error"),
             code=str(data.get("code") or "error"),
             status=status,
@@ -129,3 +131,14 @@ class ConfigError(RemoteExecError):
 
     code = "config_error"
     status = 500
+
+
+class ProtocolMismatch(RemoteExecError):
+    """The two sides speak different wire protocol versions."""
+
+    code = "protocol_mismatch"
+    status = 400
+
+
+# Codes whose class a receiver may want to catch (`from_dict` rebuilds them).
+_BY_CODE: dict[str, type[RemoteExecError]] = {ProtocolMismatch.code: ProtocolMismatch}

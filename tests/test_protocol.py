@@ -172,6 +172,9 @@ def test_protocol_versions_are_checked_both_ways() -> None:
     with pytest.raises(ProtocolMismatch, match="update the client"):
         check_version(1, peer="client")
     check_version(PROTOCOL_VERSION, peer="client")
+    # Across a wire, the error comes back as the class its code names.
+    again = RemoteExecError.from_dict(newer.value.to_dict())
+    assert isinstance(again, ProtocolMismatch) and again.details == newer.value.details
 
 
 def test_comfy_message_puts_back_the_local_prompt_id() -> None:

@@ -50,7 +50,6 @@ from ..protocol import (
     JobSpec,
     JobStatus,
     OutputFile,
-    ProtocolMismatch,
     b64encode,
 )
 from ..protocol.runpod import (
@@ -109,10 +108,8 @@ def ended(state: str, status: Mapping[str, Any]) -> JobStatus:
         return JobStatus(FAILED, RemoteExecError(
             "RunPod stopped the job: execution timeout reached", code="timed_out",
             retryable=True))
-    error = decode_error(status.get("error"), fallback=f"the RunPod job ended {state}")
-    if error.code == ProtocolMismatch.code:
-        error = ProtocolMismatch(error.message, details=error.details)
-    return JobStatus(FAILED, error)
+    return JobStatus(FAILED, decode_error(status.get("error"),
+                                          fallback=f"the RunPod job ended {state}"))
 
 
 class RunpodBackend:
@@ -174,10 +171,7 @@ class RunpodBackend:
 
     async def submit(self, spec: JobSpec, files: Mapping[str, Path]) -> Submitted:
         body = spec.to_dict()
-        media = [{k: v for k, v in item.items() if v is not None}
-                 for item in body.get("media", [])]
-        if media:
-            body["media"] = media
+        media: list[dict[str, Any]] = body.get("media", [])
         hashes = list(dict.fromkeys(m["sha256"] for m in media if m.get("sha256")))
         inline: dict[str, str] = {}
         large: list[str] = []

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
-from ..errors import BadRequest, RemoteExecError
+from ..errors import BadRequest, ProtocolMismatch, RemoteExecError
 from .common import JsonObject, JsonValue
 from .lifecycle import JOB_STATUSES, TERMINAL_STATUSES
 from .outputs import OutputFile
@@ -36,13 +36,6 @@ from .outputs import OutputFile
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
 PROTOCOL_HEADER = "Remote-Exec-Protocol"
-
-
-class ProtocolMismatch(RemoteExecError):
-    """The two sides speak different protocol versions."""
-
-    code = "protocol_mismatch"
-    status = 400
 
 
 def check_version(version: object, *, peer: str) -> None:

@@ -135,6 +135,12 @@ class JobSpec:
         """The JSON body; empty fields are left out, but an empty target list is kept
         (ComfyUI refuses it with `prompt_no_outputs`, which is not the same as none)."""
         out = {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
+        if self.media:
+            out["media"] = [{k: v for k, v in asdict(m).items() if v is not None}
+                            for m in self.media]
+        if self.inputs:
+            out["inputs"] = [{k: v for k, v in asdict(i).items() if v is not None}
+                             for i in self.inputs]
         if self.partial_execution_targets is not None:
             out["partial_execution_targets"] = list(self.partial_execution_targets)
         return out | {"workflow": self.workflow}
