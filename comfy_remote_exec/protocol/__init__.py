@@ -14,6 +14,7 @@ is the one import a consumer needs. Errors cross every wire as the one error
 family's `to_dict` / `from_dict` (`errors.RemoteExecError`).
 """
 
+from ..errors import ProtocolMismatch
 from .common import (
     ANNOTATIONS,
     MAX_MEDIA_BYTES,
@@ -51,7 +52,6 @@ from .events import (
     Preview,
     Progress,
     ProgressState,
-    ProtocolMismatch,
     Unknown,
     check_version,
     comfy_message,
