@@ -95,5 +95,6 @@ class FakeJobApi:
                                   headers={"Content-Type": "text/event-stream"})
         if path == "/v1/jobs/w1" and request.method == "DELETE":
             self.cancelled.append("w1")
-            return httpx.Response(200, json={"job_id": "w1", "status": "cancelled"})
+            return httpx.Response(200, json={"job_id": "w1", "status": "failed", "cancelled": True,
+                                             "error": "Cancelled by user"})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})

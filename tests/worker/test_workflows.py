@@ -124,13 +124,17 @@ def test_previews_are_relayed_and_temp_outputs_marked(worker: WorkerHandle) -> N
     assert job["outputs"][0]["folder"] == "temp" and job["outputs"][0]["preview"] is True
 
 
-def test_inline_base64_on_request(worker: WorkerHandle) -> None:
+def test_inline_data_by_default_or_on_request(worker: WorkerHandle) -> None:
     job, _ = worker.run({"workflow": workflow("invert")})
+    # A finished job's small outputs come inline; `inline=none` leaves them out.
     plain = worker.client.get(f"/v1/jobs/{job['job_id']}").json()
-    assert "base64" not in plain["outputs"][0]
+    data = base64.b64decode(plain["outputs"][0]["data"])
+    assert hashlib.sha256(data).hexdigest() == plain["outputs"][0]["sha256"]
+    bare = worker.client.get(f"/v1/jobs/{job['job_id']}?inline=none").json()
+    assert "data" not in bare["outputs"][0]
+    # `base64=1`, the older spelling of `inline=all`, still works.
     full = worker.client.get(f"/v1/jobs/{job['job_id']}?base64=1").json()
-    data = base64.b64decode(full["outputs"][0]["base64"])
-    assert hashlib.sha256(data).hexdigest() == full["outputs"][0]["sha256"]
+    assert full["outputs"][0]["data"] == plain["outputs"][0]["data"]
 
 
 def test_resume_after_dropped_connection(worker: WorkerHandle) -> None:
@@ -170,7 +174,8 @@ def test_priority_runs_first(worker: WorkerHandle) -> None:
 def test_seed_api(worker: WorkerHandle) -> None:
     resp = worker.client.post("/submit_workflow", json={"workflow": workflow("invert")})
     assert resp.status_code == 202
-    call_id = resp.json()["call_id"]
+    call_id = resp.json()["id"]
+    assert resp.json() == {"id": call_id, "call_id": call_id, "status": "RUNNING"}
     worker.events(call_id)
     done = worker.client.get(f"/status/{call_id}")
     assert done.status_code == 200 and done.json()["status"] == "COMPLETED"

@@ -2,8 +2,11 @@
 
 `add_routes(routes, service)` registers every route on a `RouteTableDef`, so a
 bare `web.Application` mounts the API in tests and `app.build_app` mounts it
-in production. Errors leave through `error_middleware` as JSON
-`{"error": {code, message, ...}}` with the error's HTTP status; a bearer token,
+in production. The answers' shapes are `views`' (those the job API's existing
+clients read). Errors leave through `error_middleware` as JSON
+`{"error": {code, message, ...}}` with the error's HTTP status, except on the
+polling API's routes (named `polling.*`), whose clients read
+`{"error": "<message>"}`; a bearer token,
 when configured, is checked in constant time on everything but `GET /health`.
 A client that names its protocol version (`Remote-Exec-Protocol`) and names
 one this worker does not speak is refused with `protocol_mismatch`; clients
@@ -14,7 +17,6 @@ The handlers reach the job service only; it alone talks to the runner.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import json
 import logging
@@ -25,17 +27,19 @@ from aiohttp import web
 
 from ...errors import BadRequest, NotFound, RemoteExecError, Unauthorized
 from ...protocol import (
+    CANCELLED,
+    FAILED,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     JobSpec,
-    OutputFile,
     check_version,
     is_sha256,
 )
 from ..comfy.outputs import ComfyDirs
 from ..service.jobs import Job
 from ..service.service import JobService
+from .views import inline_mode, job_summary, job_view, public_status, read_inline, submit_answer
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +47,38 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("remote_exec_service", JobService)
 DIRS = web.AppKey("remote_exec_dirs", ComfyDirs)
 PUBLIC_PATHS = frozenset({"/health"})
+PLAIN_ERRORS = "polling."  # the name prefix of routes whose errors are {"error": "<message>"}
 
 
-def error_response(exc: RemoteExecError) -> web.Response:
-    return web.json_response({"error": exc.to_dict()}, status=exc.status)
+def error_response(exc: RemoteExecError, plain: bool = False) -> web.Response:
+    """The error as JSON: `{"error": {code, message, ...}}` with its status; `plain`,
+    `{"error": message, "error_details": {...}}` with 400 or 500 (401 stays 401),
+    as the polling API's clients read errors."""
+    if not plain:
+        return web.json_response({"error": exc.to_dict()}, status=exc.status)
+    status = exc.status if exc.status == 401 else 400 if exc.status < 500 else 500
+    return web.json_response({"error": exc.message, "error_details": exc.to_dict()},
+                             status=status)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    plain = (request.match_info.route.name or "").startswith(PLAIN_ERRORS)
     try:
         return await handler(request)
     except RemoteExecError as exc:
-        return error_response(exc)
+        return error_response(exc, plain)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(RemoteExecError(exc.reason, code="http_error", status=exc.status))
+        return error_response(RemoteExecError(exc.reason, code="http_error", status=exc.status),
+                              plain)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(RemoteExecError("internal error in the worker",
-                                              code="internal_error"))
+                                              code="internal_error"), plain)
 
 
 @web.middleware
@@ -104,17 +118,14 @@ async def submit_from(request: web.Request) -> Job:
     return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
 
 
-def output_base64(dirs: ComfyDirs, out: OutputFile) -> str:
-    path = dirs.resolve(out.folder, out.subfolder, out.filename)
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def job_view(job: Job, with_base64: bool, dirs: ComfyDirs) -> dict[str, Any]:
-    view = job.view()
-    if with_base64:
-        for out, file in zip(view["outputs"], job.outputs, strict=True):
-            out["base64"] = output_base64(dirs, file)
-    return view
+def listed(service: JobService, status: str | None, limit: int) -> list[Job]:
+    """`GET /v1/jobs`'s jobs, newest first. Cancelled jobs show as failed, so
+    `status=failed` lists them too; `status=cancelled` lists only them."""
+    if status != FAILED:
+        return service.list(status, limit)
+    jobs = service.list(FAILED, limit) + service.list(CANCELLED, limit)
+    jobs.sort(key=lambda j: j.created_at, reverse=True)
+    return jobs[: max(0, limit)]
 
 
 def add_routes(routes: web.RouteTableDef) -> None:
@@ -123,9 +134,8 @@ def add_routes(routes: web.RouteTableDef) -> None:
     @routes.post("/v1/jobs")
     async def submit(request: web.Request) -> web.Response:
         job = await submit_from(request)
-        return web.json_response({"job_id": job.id, "status": job.status,
-                                  "created_at": job.created_at, "prompt_id": job.prompt_id},
-                                 status=202)
+        jobs = request.app[SERVICE].jobs.values()
+        return web.json_response(submit_answer(job, jobs), status=202)
 
     @routes.get("/v1/jobs")
     async def list_jobs(request: web.Request) -> web.Response:
@@ -133,20 +143,25 @@ def add_routes(routes: web.RouteTableDef) -> None:
             limit = int(request.query.get("limit", "50"))
         except ValueError:
             raise BadRequest("limit must be an integer") from None
-        jobs = request.app[SERVICE].list(request.query.get("status"), limit)
-        return web.json_response({"jobs": [j.view() for j in jobs]})
+        jobs = listed(request.app[SERVICE], request.query.get("status"), limit)
+        return web.json_response({"jobs": [job_summary(j) for j in jobs]})
 
     @routes.get("/v1/jobs/{job_id}")
     async def get_job(request: web.Request) -> web.Response:
         job = request.app[SERVICE].get(request.match_info["job_id"])
-        wants = request.query.get("base64", "") in ("1", "true", "yes")
-        view = await asyncio.to_thread(job_view, job, wants, request.app[DIRS])
+        view, pending = job_view(job, inline_mode(request.query))
+        if pending:
+            await asyncio.to_thread(read_inline, request.app[DIRS], pending)
         return web.json_response(view)
 
     @routes.delete("/v1/jobs/{job_id}")
     async def cancel_job(request: web.Request) -> web.Response:
         job = await request.app[SERVICE].cancel(request.match_info["job_id"])
-        return web.json_response(job.view(), status=200 if job.terminal else 202)
+        view, _ = job_view(job)
+        view["message"] = ("Job cancelled" if job.status == CANCELLED
+                           else f"Job already {public_status(job)}" if job.terminal
+                           else "Cancel requested")
+        return web.json_response(view, status=200 if job.terminal else 202)
 
     @routes.get("/v1/jobs/{job_id}/events")
     async def job_events(request: web.Request) -> web.StreamResponse:

@@ -226,7 +226,8 @@ class Job:
                    outputs=outputs, ui=dict(data.get("ui") or {}))
 
     def view(self) -> dict[str, Any]:
-        """The public JSON form (`GET /v1/jobs/{id}`)."""
+        """The job's state as plain JSON (Unix times, the error as its dict), for the
+        service's webhooks; the job API's answers are `worker/api/views.py`'s."""
         life = self.life
         error = life.error.to_dict() if life.error else None
         tail = error.pop("log_tail", []) if error else []

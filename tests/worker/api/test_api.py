@@ -106,7 +106,11 @@ async def test_seed_status_and_events_of_stored_job(api: tuple) -> None:
     service.jobs[job.id] = job
     job.log.append(JobStatus(FAILED))
     status = await client.get("/status/j1")
-    assert status.json() == {"status": "FAILED", "call_id": "j1", "error": "it broke"}
+    assert status.status_code == 200
+    assert status.json() == {"id": "j1", "call_id": "j1", "status": "FAILED",
+                             "error": "it broke", "cancelled": False,
+                             "error_details": {"code": "x", "message": "it broke",
+                                               "retryable": False}}
     events = await client.get("/v1/jobs/j1/events")
     assert events.headers["content-type"].startswith("text/event-stream")
     assert "id: 1\nevent: job_status\n" in events.text
@@ -133,10 +137,16 @@ async def test_terminal_status_sends_webhook(tmp_path: Path) -> None:
             assert job.life.end(status, error)
             await job.changed()
         await service.close()
-    assert sorted(r["event"] for r in received) == ["job.cancelled", "job.completed",
-                                                    "job.failed"]
-    failed = next(r for r in received if r["event"] == "job.failed")
-    assert failed["job"]["error"]["code"] == "execution_error"
+    # Old clients know no cancel: it is job.failed for them, and `cancelled` says why.
+    by_job = {r["job_id"]: r for r in received}
+    assert {j: (r["event"], r["cancelled"]) for j, r in by_job.items()} == {
+        "j-completed": ("job.completed", False), "j-failed": ("job.failed", False),
+        "j-cancelled": ("job.failed", True)}
+    assert by_job["j-failed"]["error"] == "boom"
+    assert by_job["j-failed"]["error_details"]["code"] == "execution_error"
+    assert by_job["j-cancelled"]["error"] == "Cancelled by user"
+    assert by_job["j-completed"]["error"] is None
+    assert all("outputs" not in r and "job" not in r for r in received)
 
 
 async def test_finished_jobs_drop_previews_and_the_oldest_are_forgotten(
