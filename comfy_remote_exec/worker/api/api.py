@@ -151,6 +151,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
         job = request.app[SERVICE].get(request.match_info["job_id"])
         view, pending = job_view(job, inline_mode(request.query))
         if pending:
+            await request.app[SERVICE].refresh_files()
             await asyncio.to_thread(read_inline, request.app[DIRS], pending)
         return web.json_response(view)
 
@@ -197,6 +198,8 @@ def add_routes(routes: web.RouteTableDef) -> None:
                            code="output_not_found", job_id=job.id)
         path = request.app[DIRS].resolve(type_name, "", rel)
         if not path.is_file():
+            await request.app[SERVICE].refresh_files()
+        if not path.is_file():
             raise NotFound(f"output {rel} is no longer on the worker",
                            code="output_gone", job_id=job.id)
         return web.FileResponse(path, chunk_size=256 * 1024)
@@ -214,11 +217,10 @@ def add_routes(routes: web.RouteTableDef) -> None:
         sha = request.match_info["sha256"]
         if not is_sha256(sha):
             raise BadRequest(f"{sha!r} is not a sha256 hex digest", code="bad_hash")
-        blobs = request.app[SERVICE].blobs
-        if blobs.has(sha):
+        if not await request.app[SERVICE].put_blob(request.content.iter_chunked(1024 * 1024),
+                                                   sha):
             await request.release()
             return web.json_response({"sha256": sha, "stored": False})
-        await blobs.put_stream(request.content.iter_chunked(1024 * 1024), sha)
         return web.json_response({"sha256": sha, "stored": True}, status=201)
 
     @routes.get("/v1/object_info")

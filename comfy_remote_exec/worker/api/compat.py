@@ -62,6 +62,7 @@ def add_compat_routes(routes: web.RouteTableDef) -> None:
             return web.json_response({"error": UNKNOWN_CALL}, status=404)
         ids = {"id": job.id, "call_id": job.id}
         if job.status == COMPLETED:
+            await request.app[SERVICE].refresh_files()
             images = await asyncio.to_thread(_images, job, request.app[DIRS])
             return web.json_response({**ids, "status": "COMPLETED",
                                       "output": {"images": images}})

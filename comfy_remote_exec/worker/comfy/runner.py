@@ -147,8 +147,8 @@ class Runner:
     async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
                      life: Lifecycle, sink: RunSink, priority: int = 0,
                      targets: list[str] | None = None, url_prefix: str = "",
-                     extra_data: dict[str, Any] | None = None) -> Run:
-        """Place the job's inputs and queue it in ComfyUI.
+                     extra_data: dict[str, Any] | None = None) -> str:
+        """Place the job's inputs and queue it in ComfyUI; returns its prompt id.
 
         `media` maps the names the workflow uses to blob hashes; each file is
         placed under its content's folder (`prepare.input_prefix`). `extra_data`
@@ -175,7 +175,7 @@ class Runner:
         except BaseException:
             self._forget(run)
             raise
-        return run
+        return run.prompt_id
 
     async def _check_models(self, workflow: dict[str, Any]) -> None:
         """Refuse a workflow naming models the worker lacks (model lists refreshed once)."""

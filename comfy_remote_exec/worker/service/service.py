@@ -1,10 +1,12 @@
 """The job service behind the worker's HTTP API.
 
 It owns the job records, turns a `JobSpec` into blobs plus a prepared
-workflow for the runner, and hands the runner each job as its run's sink: the
-job's events go from the runner straight into the job's event log, not
+workflow for the executor, and hands the executor each job as its run's sink:
+the job's events go from the executor straight into the job's event log, not
 through here. The service hears when a job moves (its `listener`): the end
-sends the webhook, and finished jobs are pruned.
+sends the webhook, and finished jobs are pruned. Where records live, where
+jobs run and how files are shared are its parts (`seams`): the worker's own,
+or Modal's.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from ...protocol import (
     decode_base64,
     safe_relpath,
 )
-from ..comfy.runner import Runner
 from ..inputs.blobs import BlobStore
 from ..inputs.media import check_content, image_ext
 from ..inputs.prepare import apply_overrides
 from ..inputs.urls import check_url, fetch_url
-from .jobs import Job, JobStore
+from .jobs import Job
+from .seams import Executor, LocalStorage, Storage, Store
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -47,15 +49,16 @@ PREVIEW_GRACE = 60.0  # seconds a finished job keeps its preview frames in memor
 
 
 class JobService:
-    def __init__(self, store: JobStore, blobs: BlobStore, http: httpx.AsyncClient, *,
-                 allow_private_urls: bool = False,
+    def __init__(self, store: Store, blobs: BlobStore, http: httpx.AsyncClient, *,
+                 allow_private_urls: bool = False, storage: Storage | None = None,
                  max_media_bytes: int = MAX_MEDIA_BYTES, keep_jobs: int = KEEP_JOBS) -> None:
         self.store = store
         self.blobs = blobs
+        self.storage: Storage = storage or LocalStorage()
         self.http = http
         self.allow_private_urls = allow_private_urls
         self.max_media_bytes = max_media_bytes
-        self.runner: Runner | None = None
+        self.executor: Executor | None = None
         self.webhooks = WebhookSender(http, allow_private=allow_private_urls)
         self.keep_jobs = keep_jobs
         self.preview_grace = PREVIEW_GRACE
@@ -64,29 +67,43 @@ class JobService:
             job.listener = self._moved
         self._prune()
 
-    def attach(self, runner: Runner) -> None:
-        self.runner = runner
+    def attach(self, executor: Executor) -> None:
+        self.executor = executor
 
-    # -- the ComfyUI behind (the API asks here, never the runner) ---------------------
+    # -- the ComfyUI behind (the API asks here, never the executor) -------------------
 
     @property
     def healthy(self) -> bool:
-        return self.runner is not None and self.runner.healthy
+        return self.executor is not None and self.executor.healthy
 
     def active(self) -> int:
-        return self.runner.active() if self.runner else 0
+        return self.executor.active() if self.executor else 0
 
-    def _ready_runner(self) -> Runner:
-        if self.runner is None or not self.runner.healthy:
+    def _ready(self) -> Executor:
+        if self.executor is None or not self.executor.healthy:
             raise RemoteUnavailable("ComfyUI is not running yet", code="comfyui_unhealthy")
-        return self.runner
+        return self.executor
 
     async def object_info(self) -> dict[str, Any]:
-        return await self._ready_runner().object_info(refresh=True)
+        return await self._ready().object_info(refresh=True)
 
     async def comfy_report(self) -> dict[str, Any]:
         """`system_stats` and the model files per folder (`/health?deep`)."""
-        return await self._ready_runner().report()
+        return await self._ready().report()
+
+    # -- files shared with the executor ------------------------------------------------
+
+    async def put_blob(self, chunks: AsyncIterator[bytes], sha256: str) -> bool:
+        """Store an uploaded input; False if it was there already."""
+        if self.blobs.has(sha256):
+            return False
+        await self.blobs.put_stream(chunks, sha256)
+        await self.storage.publish()
+        return True
+
+    async def refresh_files(self) -> None:
+        """Before serving an output: see what the executor published."""
+        await self.storage.refresh()
 
     async def close(self) -> None:
         await self.webhooks.drain()
@@ -113,7 +130,7 @@ class JobService:
     # -- submitting -----------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> Job:
-        assert self.runner is not None
+        assert self.executor is not None
         if spec.webhook_url:
             await check_url(spec.webhook_url, allow_private=self.allow_private_urls)
         job_id = uuid.uuid4().hex
@@ -134,7 +151,9 @@ class JobService:
         self.store.save(job)
         job.log.append(JobStatus(job.status))
         try:
-            run = await self.runner.submit(
+            if media:
+                await self.storage.publish()
+            prompt_id = await self.executor.submit(
                 job_id, workflow, media, life=job.life, sink=job, priority=spec.priority,
                 targets=spec.partial_execution_targets,
                 url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
@@ -142,7 +161,7 @@ class JobService:
             self.jobs.pop(job_id, None)
             self.store.remove(job_id)
             raise
-        job.prompt_id = run.prompt_id
+        job.prompt_id = prompt_id
         self.store.save(job)
         return job
 
@@ -188,8 +207,8 @@ class JobService:
         if job.terminal:
             raise Conflict(f"job {job_id} is already {job.status}", code="job_finished",
                            job_id=job_id)
-        assert self.runner is not None
-        if not await self.runner.cancel(job_id) and job.life.end(CANCELLED):
+        assert self.executor is not None
+        if not await self.executor.cancel(job_id) and job.life.end(CANCELLED):
             await job.changed()
         deadline = time.monotonic() + wait
         with contextlib.suppress(asyncio.TimeoutError):
