@@ -10,7 +10,10 @@ on another test (or an earlier launcher run) having installed the requirements.
 - `device_args` runs a tiny torch probe in ComfyUI's Python. When torch finds
   no accelerator (CUDA/ROCm, MPS, XPU, NPU, MLU), ComfyUI needs `--cpu`, or it
   exits at start; the caller prints the one line this returns. An explicit
-  device flag from the user skips the probe.
+  device flag from the user skips the probe, and so does snapshot mode
+  (`SNAPSHOT_ENV=1`): there the worker's ComfyUI hook starts ComfyUI on the CPU
+  itself and takes the GPU at the restore, and a `--cpu` on the command line
+  would read as the user's choice and keep it on the CPU after the restore.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ HAS_DISTRIBUTIONS = "import sys, importlib.metadata as m; [m.distribution(n) for
 # ComfyUI options by which the user already chose a device: no probe then.
 DEVICE_FLAGS = frozenset({"--cpu", "--directml", "--cuda-device", "--default-device",
                           "--oneapi-device-selector", "--gpu-only"})
+# Snapshot mode for the worker's ComfyUI (Modal memory snapshots): see
+# worker/comfy/comfyui_nodes/remote_exec_worker/snapshot/ (which keeps the same name).
+SNAPSHOT_ENV = "REMOTE_EXEC_SNAPSHOT"
 PROBE_TIMEOUT = 180.0
 PROBE_MARK = "remote-exec-torch-probe"
 PROBE = f"""\
@@ -176,10 +182,14 @@ def device_args(python: str | os.PathLike[str], comfy_args: Sequence[str],
     """ComfyUI arguments to add for this machine's device, and the one line to print.
 
     `(["--cpu"], line)` when torch finds no accelerator; `([], None)` when it
-    finds one or the user chose a device; `([], line)` when the probe failed.
+    finds one or the user chose a device; `([], line)` when the probe failed or
+    in snapshot mode (`SNAPSHOT_ENV=1` in `env`, else in os.environ).
     """
     if has_device_flag(comfy_args):
         return [], None
+    if (os.environ if env is None else env).get(SNAPSHOT_ENV) == "1":
+        return [], ("snapshot mode: ComfyUI starts on the CPU with CUDA held back, "
+                    "and takes the GPU when restored")
     probe = probe_torch(python, env)
     if probe.error is not None:
         if "No module named 'torch'" in probe.error:

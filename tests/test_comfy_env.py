@@ -51,6 +51,13 @@ def test_an_explicit_device_flag_skips_the_probe() -> None:
         assert device_args(missing, ["--listen", "0.0.0.0", flag]) == ([], None)
 
 
+def test_snapshot_mode_skips_the_probe_and_adds_no_cpu_flag() -> None:
+    missing = "/nonexistent/python"  # never run: snapshot mode asks no torch before the restore
+    added, note = device_args(missing, ["--port", "1"], {"REMOTE_EXEC_SNAPSHOT": "1"})
+    assert added == [] and note is not None and "snapshot mode" in note
+    assert device_args(missing, ["--cpu"], {"REMOTE_EXEC_SNAPSHOT": "1"}) == ([], None)
+
+
 def test_torch_missing_is_said_clearly() -> None:
     if subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0:
         pytest.skip("the test environment has torch")

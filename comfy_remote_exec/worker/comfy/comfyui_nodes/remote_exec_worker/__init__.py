@@ -9,6 +9,10 @@ prompt as the user wrote it: each node's `_meta["remote_exec_user_inputs"]`
 holds the user's own values, put back here and then dropped. So a file saved
 remotely carries the same metadata as one saved locally.
 
+In snapshot mode (`REMOTE_EXEC_SNAPSHOT=1`) the prestartup script has loaded
+the `snapshot` package beside this file, and this module adds its restore and
+status routes to ComfyUI's server (see snapshot/__init__.py).
+
 Self-contained on purpose: it runs in ComfyUI's Python, which need not have
 comfy_remote_exec's dependencies.
 """
@@ -16,6 +20,7 @@ comfy_remote_exec's dependencies.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 USER_VALUES = "remote_exec_user_inputs"  # keep equal to worker.inputs.prepare.USER_VALUES
@@ -62,4 +67,11 @@ def _install() -> None:
     cls._remote_exec_hooked = True
 
 
+def _snapshot_routes() -> None:
+    snapshot = sys.modules.get("remote_exec_snapshot")  # loaded by prestartup_script.py
+    if snapshot is not None:
+        snapshot.add_routes()
+
+
 _install()
+_snapshot_routes()
