@@ -173,6 +173,9 @@ def install() -> RemoteExec:
         log.warning("comfy-remote-exec is loaded twice; keeping the first copy")
         return installed
     hide_url_queries()
+    # httpx logs every request at INFO; in ComfyUI's console (and its log interceptor,
+    # which the relay would pay for per request) the remote's traffic is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     host = ComfyHost(prompt_server)
     core = RemoteExec(host, state_dir())
     prompt_server.remote_exec = core

@@ -231,7 +231,7 @@ class JobRun:
                 entry = await self.lander.land(self.backend, self.job.remote_id, out,
                                                f"{self.job.backend}:{self.job.url or ''}")
                 self.job.landed[key] = entry
-                self.journal.save(self.job)
+                self.journal.save(self.job, durable=False)
                 if self.on_output is not None and entry["type"] == "output":
                     self.on_output(entry)
             items = output.get(out.key)

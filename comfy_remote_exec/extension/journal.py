@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,13 @@ class Journal:
     def _path(self, prompt_id: str) -> Path:
         return self.root / f"{prompt_id}.json"
 
-    def save(self, job: RemoteJob) -> None:
-        atomic_write_json(self._path(job.prompt_id), asdict(job))
+    def save(self, job: RemoteJob, *, durable: bool = True) -> None:
+        """Rewrite the job's entry atomically. `durable` (the default) also syncs it to
+        disk: the accepted job and its remote id must survive even a power loss; a
+        landed output's note may skip that, since a lost note only means the file is
+        fetched again."""
+        record = {f.name: getattr(job, f.name) for f in fields(job)}  # no deep copy
+        atomic_write_json(self._path(job.prompt_id), record, durable=durable)
 
     def remove(self, prompt_id: str) -> None:
         self._path(prompt_id).unlink(missing_ok=True)

@@ -257,6 +257,8 @@ class Runner:
                 async for message in self.client.websocket(self.client_id,
                                                            self._connected.set):
                     await self._route(message)
+                    # Let the SSE writers send it before the next message is read.
+                    await asyncio.sleep(0)
             except RemoteUnavailable as exc:
                 log.debug("ComfyUI WebSocket: %s", exc)
             except Exception:
