@@ -166,7 +166,8 @@ async function refreshBadge(changed = {}) {
   } else if (health.remote?.status === "idle") {
     showBadge(true, backend, "idle", health.remote.detail);
   } else if (health.remote?.status === "warm" || health.remote?.status === "cold") {
-    // RunPod: a cold endpoint answers, but its first job waits for a worker to boot.
+    // RunPod, Modal: a cold endpoint answers, but its first job waits for a worker (a GPU
+    // container) to boot.
     const warm = health.remote.status === "warm";
     showBadge(true, `${backend} · ${health.remote.status}`, warm ? "ok" : "idle",
               warm ? "workers are warm" : "no warm worker: the next run starts one");

@@ -12,10 +12,12 @@ is copied into the user's ComfyUI. Remote mode is on by default whenever a
 backend is given; the ComfyUI setting "RemoteExec.Enabled" overrides it.
 Once ComfyUI answers, the launcher checks that the extension loaded, and says
 so (or why not) in one line; a ComfyUI that fails to start is reported with
-its last log lines.
+its last log lines. For `--backend modal` without a URL, it asks Modal for the
+deployed app's (once; then it is cached, see comfy_remote_exec/modal_url.py).
 
-Exit codes: 2 no ComfyUI, 3 the local worker failed to start, 4 ComfyUI failed
-to start or to load the extension, 5 setting up ComfyUI's environment failed.
+Exit codes: 2 no ComfyUI (or, for --backend modal, no URL for the deployment),
+3 the local worker failed to start, 4 ComfyUI failed to start or to load the
+extension, 5 setting up ComfyUI's environment failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -55,6 +58,7 @@ from comfy_remote_exec.jobapi.spawn import (  # noqa: E402
     stop_worker,
     worker_command,
 )
+from comfy_remote_exec.modal_url import ModalUrlError, find_url, names  # noqa: E402
 
 # ComfyUI options that belong to the local ComfyUI only, never to a local worker.
 LOCAL_ONLY = {"--base-directory", "--port", "--listen", "--output-directory",
@@ -84,6 +88,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="local ComfyUI listen address (127.0.0.1)")
     parser.add_argument("--url", help="worker URL for --backend http or modal")
     parser.add_argument("--endpoint", help="RunPod endpoint id for --backend runpod")
+    modal_app, modal_function = names()
+    parser.add_argument("--modal-app", default=modal_app,
+                        help="--backend modal without --url: the deployed Modal app whose URL "
+                        f"to find ({modal_app})")
+    parser.add_argument("--modal-function", default=modal_function,
+                        help=f"its web function serving the job API ({modal_function})")
+    parser.add_argument("--refresh-url", action="store_true",
+                        help="ask Modal for the URL again rather than using the cached one")
     parser.add_argument("--worker-dir", type=Path,
                         help="base directory of the local worker (default: state dir/worker)")
     parser.add_argument("--worker-port", type=int, default=0,
@@ -157,20 +169,49 @@ def find_or_install(args: argparse.Namespace) -> ComfyInstall | None:
 ASK_EXTENSION = """
 import json
 from comfy_remote_exec.backends import registry
-from comfy_remote_exec.config import state_dir
+from comfy_remote_exec.config import config_path, load_secrets, state_dir
+try:
+    secrets = load_secrets(config_path())
+except Exception:
+    secrets = {}
+def configured(name, spec):
+    section = secrets.get(name) if isinstance(secrets.get(name), dict) else {}
+    return bool(section.get(spec.endpoint_key) or section.get("url"))
 print(json.dumps({"state": str(state_dir()),
-                  "backends": {n: s.public_view() for n, s in registry.specs().items()}}))
+                  "backends": {n: {**s.public_view(), "configured": configured(n, s)}
+                               for n, s in registry.specs().items()}}))
 """
 
 
-def ask_extension(install: ComfyInstall) -> tuple[Path, dict[str, dict[str, str]]]:
-    """The extension's state directory and its registered backends, as the extension
-    itself sees them (in ComfyUI's Python, which has the dependencies)."""
+def ask_extension(install: ComfyInstall) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """The extension's state directory and its registered backends (with whether the
+    config file names an endpoint for each), as the extension itself sees them (in
+    ComfyUI's Python, which has the dependencies)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([str(install.python), "-c", ASK_EXTENSION], capture_output=True,
                          text=True, env=env, check=True)
     found = json.loads(out.stdout.strip().splitlines()[-1])
     return Path(found["state"]), dict(found["backends"])
+
+
+def modal_deployment_url(args: argparse.Namespace, install: ComfyInstall) -> str | None:
+    """The deployed Modal app's URL: cached, else asked of Modal with this Python's
+    `modal`, else with ComfyUI's (where `pip install modal` may have gone)."""
+    try:
+        return find_url(args.modal_app, args.modal_function, refresh=args.refresh_url)
+    except ModalUrlError as exc:
+        if not exc.no_sdk or Path(sys.executable).resolve() == install.python.resolve():
+            say(exc.message)
+            return None
+    cmd = [str(install.python), "-m", "comfy_remote_exec.modal_url", "--app", args.modal_app,
+           "--function", args.modal_function, *(["--refresh"] if args.refresh_url else [])]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip().splitlines()[-1]
+    say(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else
+        f"finding the Modal app's URL failed (exit {out.returncode})")
+    return None
 
 
 def worker_args(comfy_args: list[str]) -> list[str]:
@@ -218,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend not in backends:
         say(f"unknown backend {args.backend!r}; choose one of {', '.join(backends)}")
         return 2
+    if (args.backend == "modal" and not args.url and not os.environ.get("REMOTE_EXEC_URL")
+            and not backends["modal"].get("configured")):
+        args.url = modal_deployment_url(args, install)
+        if args.url is None:
+            return 2
+        say(f"the Modal app's URL: {args.url}")
     added, note = device_args(install.python, args.comfy_args)
     if note:
         say(note)

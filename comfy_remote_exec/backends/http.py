@@ -1,8 +1,9 @@
 """Backend `http`: the worker's job API at any URL (any host, the local worker).
 
 A thin `Backend` over `jobapi.client.JobApiClient`: `submit` asks which
-input blobs the worker lacks, streams those up (`PUT /v1/blobs/{sha256}`),
-then posts the job; events come over SSE, outputs from the worker's URLs.
+input blobs the worker lacks, streams those up (`PUT /v1/blobs/{sha256}`, in
+parts when large), then posts the job; events come over SSE, outputs from
+the worker's URLs (in `Range` parts when large).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from ..jobapi.client import JobApiClient
+from ..jobapi.client import PART_SIZE, JobApiClient
 from ..protocol import Event, JobSpec, OutputFile
 from .base import Backend, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
@@ -23,8 +24,8 @@ class HttpBackend:
     name = "http"
 
     def __init__(self, url: str, token: str | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
-        self.api = JobApiClient(url, token, client)
+                 client: httpx.AsyncClient | None = None, *, part_size: int = PART_SIZE) -> None:
+        self.api = JobApiClient(url, token, client, part_size=part_size)
 
     @property
     def url(self) -> str:

@@ -8,12 +8,22 @@ become the worker's own error (code, message, node, details), network
 failures become retryable `RemoteUnavailable`. Every request names the
 protocol version (`Remote-Exec-Protocol`), so a worker of another version
 refuses it with `protocol_mismatch` instead of misreading it.
+
+A platform may cut any request (Modal cuts every web request at 150 s), so
+nothing here needs one request to last: the event stream resumes with
+`after=`; an input larger than `part_size` (32 MiB) goes up in parts
+(`Content-Range`, see `worker/inputs/blobs.py`), each its own request, and
+after a cut the client asks where the upload stands and goes on from there;
+an output larger than a part comes down in `Range` requests, and a cut part
+resumes from its last byte. A worker that predates parts gets the whole
+input in one request, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,10 +32,54 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
-from ..protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Event, JobSpec, OutputFile
+from ..protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    ContentRange,
+    Event,
+    JobSpec,
+    OutputFile,
+)
 from .streams import copy_body, file_chunks, http_client
 
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+PART_SIZE = 32 * 1024 * 1024  # the bytes of one upload or download request
+STEADY = 5.0  # seconds an event stream stayed up: its end was a cut, not a failure
+CUT_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+class _Cut(Exception):
+    """A transfer's request was cut off (or answered the way a platform answers
+    one it cut: a redirect, a 5xx): go on from where it stands."""
+
+
+class _Counting:
+    """A `dest` that counts what was written to it, even when the copy is cut."""
+
+    def __init__(self, dest: BinaryIO) -> None:
+        self.dest, self.count = dest, 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return self.dest.write(data)
+
+
+def _error_code(resp: httpx.Response) -> tuple[str | None, dict[str, Any]]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None, {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, {}
+    details = error.get("details")
+    return str(error.get("code")), details if isinstance(details, dict) else {}
+
+
+def _is_cut(resp: httpx.Response) -> bool:
+    """Answered the way a platform's front answers a request it cut or could not
+    place (Modal: a 303 to the result after 150 s; a 502-504 while containers move)."""
+    return resp.is_redirect or resp.status_code in CUT_STATUSES
 
 
 def _raise_for(resp: httpx.Response, what: str) -> None:
@@ -48,8 +102,12 @@ def _raise_for(resp: httpx.Response, what: str) -> None:
 
 class JobApiClient:
     def __init__(self, url: str, token: str | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, *, part_size: int = PART_SIZE,
+                 retry_delays: tuple[float, ...] = RECONNECT_DELAYS) -> None:
         self.url = url.rstrip("/")
+        self.part_size = part_size
+        self.retry_delays = retry_delays
+        self.steady = STEADY
         headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -77,9 +135,61 @@ class JobApiClient:
         return list(resp.json()["missing"])
 
     async def upload_blob(self, sha256: str, path: Path) -> None:
-        await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
-                         content=file_chunks(path),
-                         headers={"Content-Type": "application/octet-stream"})
+        """Upload `path` as blob `sha256`: in one request, or in parts if it is larger
+        than a part (each resumed after a cut, until the worker has verified it)."""
+        size = path.stat().st_size
+        if size <= self.part_size or not await self._upload_parts(sha256, path, size):
+            await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
+                             content=file_chunks(path),
+                             headers={"Content-Type": "application/octet-stream"})
+
+    async def _upload_parts(self, sha256: str, path: Path, size: int) -> bool:
+        """The upload in parts; False if the worker predates them (it then refuses the
+        first status query, an empty body, with `hash_mismatch`)."""
+        what = f"uploading {path.name}"
+        received: int | None = None  # unknown: ask the worker first
+        best, failures = -1, 0
+        while True:
+            if received is None:
+                part, body = ContentRange(None, None, size), None
+            else:
+                stop = min(received + self.part_size, size)
+                part, body = ContentRange.of(received, stop, size), (received, stop)
+            try:
+                resp = await self.client.put(
+                    f"{self.url}/v1/blobs/{sha256}",
+                    content=file_chunks(path, *body) if body else b"",
+                    headers={**self.headers, "Content-Type": "application/octet-stream",
+                             "Content-Range": part.header(),
+                             "Content-Length": str(part.length)})
+                if _is_cut(resp):
+                    raise _Cut(f"HTTP {resp.status_code}")
+            except (httpx.HTTPError, _Cut) as exc:
+                failures += 1
+                if failures > len(self.retry_delays):
+                    raise RemoteUnavailable(f"{what}: the worker at {self.url} keeps cutting "
+                                            f"the upload off ({exc})",
+                                            code="worker_unreachable") from exc
+                await asyncio.sleep(self.retry_delays[failures - 1])
+                received = None  # ask where it stands
+                continue
+            code, details = _error_code(resp)
+            if resp.status_code == 409 and code == "offset_mismatch":
+                received = int(details.get("received", 0))
+                failures += 1
+            elif part.start is None and code == "hash_mismatch":
+                return False
+            else:
+                _raise_for(resp, what)
+                answer = resp.json()
+                if answer.get("complete"):
+                    return True
+                received = int(answer["received"])
+            if received > best:
+                best, failures = received, 0
+            elif failures > len(self.retry_delays):
+                raise RemoteUnavailable(f"{what}: the upload makes no progress on the worker "
+                                        f"at {self.url}", code="worker_unreachable")
 
     async def submit(self, spec: JobSpec) -> str:
         """Queue the job; returns its id."""
@@ -87,35 +197,44 @@ class JobApiClient:
         return str(resp.json()["job_id"])
 
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        """Follow the SSE stream (httpx-sse); a dropped stream resumes with `after=`, so
-        nothing repeats or goes missing, after a short backoff."""
+        """Follow the SSE stream (httpx-sse). A stream that drops or ends before the job
+        does resumes with `after=`, so nothing repeats or goes missing, after a short
+        backoff; it gives up after `retry_delays` in a row that brought no event and
+        stayed up less than `steady` s (Modal's cut at 150 s is no failure)."""
         failures = 0
         while True:
+            opened, got = None, False
             try:
                 async with aconnect_sse(
                         self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
                         params={"after": after}, headers=self.headers,
                         timeout=httpx.Timeout(60.0, read=None)) as source:
+                    if _is_cut(source.response):
+                        raise _Cut(f"HTTP {source.response.status_code}")
                     if not source.response.is_success:
                         await source.response.aread()
                         _raise_for(source.response, "following the job")
+                    opened = time.monotonic()
                     async for sse in source.aiter_sse():
                         if not sse.data:
                             continue
                         event = Event.parse(json.loads(sse.data))
                         if event.seq <= after:
                             continue
-                        after = event.seq
-                        failures = 0
+                        after, got = event.seq, True
                         yield event
                         if event.terminal:
                             return
-            except (httpx.HTTPError, SSEError) as exc:
-                if failures >= len(RECONNECT_DELAYS):
-                    raise RemoteUnavailable(f"lost the worker's event stream: {exc}",
-                                            code="worker_unreachable", job_id=job_id) from exc
-                await asyncio.sleep(RECONNECT_DELAYS[failures])
-                failures += 1
+                problem: Exception = _Cut("the stream ended before the job did")
+            except (httpx.HTTPError, SSEError, _Cut) as exc:
+                problem = exc
+            if got or (opened is not None and time.monotonic() - opened >= self.steady):
+                failures = 0
+            if failures >= len(self.retry_delays):
+                raise RemoteUnavailable(f"lost the worker's event stream: {problem}",
+                                        code="worker_unreachable", job_id=job_id) from problem
+            await asyncio.sleep(self.retry_delays[failures])
+            failures += 1
 
     async def cancel(self, job_id: str) -> None:
         try:
@@ -125,17 +244,51 @@ class JobApiClient:
                 raise
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
+        """Stream an output into `dest`: one request while it fits in a part, else
+        `Range` requests of a part each; a cut request goes on from its last byte."""
         path = output.url or f"/v1/jobs/{job_id}/outputs/{output.folder}/{output.relpath}"
-        try:
-            async with self.client.stream("GET", f"{self.url}{path}",
-                                          headers=self.headers) as resp:
-                if not resp.is_success:
-                    await resp.aread()
-                    _raise_for(resp, f"downloading {output.filename}")
-                await copy_body(resp, dest)
-        except httpx.HTTPError as exc:
-            raise RemoteUnavailable(f"downloading {output.filename} failed: {exc}",
-                                    code="worker_unreachable", job_id=job_id) from exc
+        what = f"downloading {output.filename}"
+        total = output.size_bytes
+        written = _Counting(dest)
+        failures = 0
+        while total is None or written.count < total:
+            offset = written.count
+            whole = offset == 0 and total is not None and total <= self.part_size
+            ranged = {} if whole else {"Range": f"bytes={offset}-{offset + self.part_size - 1}"}
+            try:
+                async with self.client.stream("GET", f"{self.url}{path}",
+                                              headers={**self.headers, **ranged}) as resp:
+                    if _is_cut(resp):
+                        raise _Cut(f"HTTP {resp.status_code}")
+                    if resp.status_code == 416:  # nothing at `offset`: the end, if it is
+                        total = ContentRange.parse(resp.headers.get("Content-Range", "")).total
+                        if total != offset:
+                            raise RemoteExecError(f"{what}: the worker holds {total} bytes, "
+                                                  f"{offset} came", job_id=job_id)
+                        break
+                    if not resp.is_success:
+                        await resp.aread()
+                        _raise_for(resp, what)
+                    if resp.status_code == 206:
+                        got = ContentRange.parse(resp.headers.get("Content-Range", ""))
+                        if got.start != offset:
+                            raise RemoteExecError(f"{what}: asked for byte {offset}, got "
+                                                  f"{got.start}", job_id=job_id)
+                        total = got.total
+                        await copy_body(resp, written)
+                    else:  # the whole file (a server without Range): skip what came
+                        await copy_body(resp, written, skip=offset)
+                        total = written.count
+            except (httpx.HTTPError, _Cut) as exc:
+                if written.count > offset:
+                    failures = 0
+                failures += 1
+                if failures > len(self.retry_delays):
+                    raise RemoteUnavailable(f"{what} failed: {exc}",
+                                            code="worker_unreachable", job_id=job_id) from exc
+                await asyncio.sleep(self.retry_delays[failures - 1])
+            else:
+                failures = 0
 
     async def health(self) -> dict[str, Any]:
         resp = await self._call("GET", "/health", "checking the worker")

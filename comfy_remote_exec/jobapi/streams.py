@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -32,14 +32,46 @@ def http_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout)
 
 
-async def file_chunks(path: Path) -> AsyncIterator[bytes]:
-    """A streamed request body read from `path`."""
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+async def file_chunks(path: Path, start: int = 0,
+                      stop: int | None = None) -> AsyncIterator[bytes]:
+    """A streamed request body read from `path` (its bytes `[start, stop)`)."""
     with path.open("rb") as fh:
-        while chunk := await asyncio.to_thread(fh.read, CHUNK):
+        fh.seek(start)
+        left = stop - start if stop is not None else None
+        while left is None or left > 0:
+            chunk = await asyncio.to_thread(fh.read, CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk
 
 
-async def copy_body(resp: httpx.Response, dest: BinaryIO) -> None:
-    """Write a streamed response's body into `dest`."""
-    async for chunk in resp.aiter_bytes(CHUNK):
-        await asyncio.to_thread(dest.write, chunk)
+async def copy_body(resp: httpx.Response, dest: Writable, skip: int = 0) -> int:
+    """Write a streamed response's body into `dest`, less its first `skip` bytes;
+    returns how many it wrote. A body cut off midway raises `httpx.HTTPError` once
+    every byte that came before the cut is written (the caller goes on from there)."""
+    written, pending = 0, bytearray()
+
+    async def flush() -> None:
+        nonlocal written
+        if pending:
+            await asyncio.to_thread(dest.write, bytes(pending))
+            written += len(pending)
+            pending.clear()
+
+    try:
+        async for chunk in resp.aiter_bytes():
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            pending += chunk
+            if len(pending) >= CHUNK:
+                await flush()
+    finally:
+        await flush()
+    return written

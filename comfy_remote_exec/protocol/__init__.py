@@ -7,6 +7,7 @@ The only place that knows the shape of what travels between the two sides:
 - `outputs`: the descriptors of the files a job produced;
 - `runpod`: the chunks a RunPod stream carries;
 - `lifecycle`: the job's states, one state machine for both sides;
+- `ranges`: `Content-Range`, for files that cross in parts;
 - `common`: names, JSON types, base64, limits.
 
 Everything is re-exported here, so `from comfy_remote_exec.protocol import X`
@@ -68,16 +69,18 @@ from .lifecycle import (
     LifecycleError,
 )
 from .outputs import FOLDERS, MEDIA_TYPES, OutputFile, media_type
+from .ranges import ContentRange
 
 __all__ = [
     "ANNOTATIONS", "CANCELLED", "COMFY_EVENTS", "COMFY_PAYLOADS", "COMPLETED", "ENDINGS",
     "FAILED", "FOLDERS", "INPUT_TYPES", "JOB_STATUSES", "MAX_MEDIA_BYTES", "MAX_MEDIA_ITEMS",
     "MAX_NAME_LENGTH", "MEDIA_TYPES", "PAYLOADS", "PROTOCOL_HEADER", "PROTOCOL_VERSION",
-    "QUEUED", "RUNNING", "SUPPORTED_VERSIONS", "TERMINAL_STATUSES", "Event", "Executed",
-    "Executing", "ExecutionCached", "ExecutionError", "ExecutionInterrupted",
-    "ExecutionStart", "ExecutionSuccess", "InputOverride", "JobSpec", "JobStatus",
-    "JsonObject", "JsonValue", "Lifecycle", "LifecycleError", "MediaItem", "NodeProgress",
-    "OutputFile", "Payload", "Preview", "Progress", "ProgressState", "ProtocolMismatch",
-    "Unknown", "b64encode", "check_version", "decode_base64", "is_sha256",
-    "media_name", "media_type", "payload_from", "safe_relpath", "split_annotation",
+    "QUEUED", "RUNNING", "SUPPORTED_VERSIONS", "TERMINAL_STATUSES", "ContentRange",
+    "Event", "Executed", "Executing", "ExecutionCached", "ExecutionError",
+    "ExecutionInterrupted", "ExecutionStart", "ExecutionSuccess", "InputOverride", "JobSpec",
+    "JobStatus", "JsonObject", "JsonValue", "Lifecycle", "LifecycleError", "MediaItem",
+    "NodeProgress", "OutputFile", "Payload", "Preview", "Progress", "ProgressState",
+    "ProtocolMismatch", "Unknown", "b64encode", "check_version",
+    "decode_base64", "is_sha256", "media_name", "media_type", "payload_from", "safe_relpath",
+    "split_annotation",
 ]

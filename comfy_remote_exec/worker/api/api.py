@@ -11,6 +11,9 @@ when configured, is checked in constant time on everything but `GET /health`.
 A client that names its protocol version (`Remote-Exec-Protocol`) and names
 one this worker does not speak is refused with `protocol_mismatch`; clients
 that name none (the job API's existing clients) are served as they were.
+Large inputs may come in parts (`PUT /v1/blobs/{sha256}` with a
+`Content-Range`), so no request outlives a platform's cut (Modal's 150 s);
+outputs go down with `Range` (aiohttp's `FileResponse`).
 The handlers reach the job service only; it alone talks to the runner.
 """
 
@@ -32,6 +35,7 @@ from ...protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    ContentRange,
     JobSpec,
     check_version,
     is_sha256,
@@ -128,6 +132,23 @@ def listed(service: JobService, status: str | None, limit: int) -> list[Job]:
     return jobs[: max(0, limit)]
 
 
+async def blob_part(request: web.Request, sha: str) -> web.Response:
+    """One part of a blob uploaded in parts (`Content-Range: bytes START-END/TOTAL`), or
+    `bytes */TOTAL` with no body: where the upload stands. 201: this request completed
+    the blob; 200: it was complete already; 202: not yet, `received` bytes are stored."""
+    part = ContentRange.parse(request.headers["Content-Range"])
+    try:
+        result = await request.app[SERVICE].put_blob_part(
+            request.content.iter_chunked(1024 * 1024), sha, part)
+    except ConnectionResetError:  # cut off: what came is kept; the client asks and goes on
+        return web.Response(status=499)  # nobody reads it (nginx's "client closed request")
+    await request.release()  # a part of a blob already complete was not read
+    status = 201 if result.stored else 200 if result.complete else 202
+    return web.json_response({"sha256": sha, "stored": result.stored,
+                              "complete": result.complete, "received": result.received,
+                              "size": result.total}, status=status)
+
+
 def add_routes(routes: web.RouteTableDef) -> None:
     """Register the `/v1` API and `/health`; handlers find the service on the app."""
 
@@ -217,11 +238,13 @@ def add_routes(routes: web.RouteTableDef) -> None:
         sha = request.match_info["sha256"]
         if not is_sha256(sha):
             raise BadRequest(f"{sha!r} is not a sha256 hex digest", code="bad_hash")
+        if "Content-Range" in request.headers:
+            return await blob_part(request, sha)
         if not await request.app[SERVICE].put_blob(request.content.iter_chunked(1024 * 1024),
                                                    sha):
             await request.release()
-            return web.json_response({"sha256": sha, "stored": False})
-        return web.json_response({"sha256": sha, "stored": True}, status=201)
+            return web.json_response({"sha256": sha, "stored": False, "complete": True})
+        return web.json_response({"sha256": sha, "stored": True, "complete": True}, status=201)
 
     @routes.get("/v1/object_info")
     async def object_info(request: web.Request) -> web.Response:

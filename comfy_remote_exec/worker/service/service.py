@@ -27,6 +27,7 @@ from ...protocol import (
     CANCELLED,
     JOB_STATUSES,
     MAX_MEDIA_BYTES,
+    ContentRange,
     Event,
     JobSpec,
     JobStatus,
@@ -34,7 +35,7 @@ from ...protocol import (
     decode_base64,
     safe_relpath,
 )
-from ..inputs.blobs import BlobStore
+from ..inputs.blobs import BlobStore, PartResult
 from ..inputs.media import check_content, image_ext
 from ..inputs.prepare import apply_overrides
 from ..inputs.urls import check_url, fetch_url
@@ -100,6 +101,14 @@ class JobService:
         await self.blobs.put_stream(chunks, sha256)
         await self.storage.publish()
         return True
+
+    async def put_blob_part(self, chunks: AsyncIterator[bytes], sha256: str,
+                            part: ContentRange) -> PartResult:
+        """Store one part of an input uploaded in parts (`BlobStore.put_part`)."""
+        result = await self.blobs.put_part(chunks, sha256, part)
+        if result.stored:
+            await self.storage.publish()
+        return result
 
     async def refresh_files(self) -> None:
         """Before serving an output: see what the executor published."""
