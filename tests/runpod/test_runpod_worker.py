@@ -214,8 +214,9 @@ async def test_run_button_on_runpod(launched_runpod: Launched) -> None:
             == 3_000_000
         status = await client.get("/remote_exec/health")
         assert status["ok"] and status["remote"]["status"] == "warm"
-    fetched = [line for line in launched_runpod.local_lines() if "/big.bin" in line]
-    assert fetched and not [line for line in fetched if "Signature" in line], fetched
+    # httpx's request log is off in ComfyUI; nothing else may show the presigned query.
+    leaked = [line for line in launched_runpod.local_lines() if "Signature" in line]
+    assert not leaked, leaked
 
 
 async def test_cancel_from_the_ui_on_runpod(launched_runpod: Launched,

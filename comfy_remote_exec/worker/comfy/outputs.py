@@ -10,13 +10,14 @@ inside ComfyUI's output, temp or input folder.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import BadRequest
 from ...fsutil import confined, file_sha256
-from ...protocol import OutputFile, media_type, safe_relpath
+from ...protocol import OutputFile, b64encode, media_type, safe_relpath
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,12 @@ def file_entries(ui: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
 
 
 def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],
-             url_prefix: str = "") -> list[OutputFile]:
-    """Descriptors for the files in one node's UI output (blocking: hashes files)."""
+             url_prefix: str = "", inline_limit: int = 0) -> list[OutputFile]:
+    """Descriptors for the files in one node's UI output (blocking: hashes files).
+
+    Files of at most `inline_limit` bytes also carry their bytes (`data`), so a
+    client lands them from the event without a download request.
+    """
     files = []
     for key, index, item in file_entries(ui):
         type_name = str(item.get("type") or "output")
@@ -78,11 +83,18 @@ def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],
             continue
         rel = path.relative_to(dirs.by_type(type_name).resolve())  # type: ignore[union-attr]
         sub = rel.parent.as_posix()
+        size = path.stat().st_size
+        data = None
+        if size <= inline_limit:
+            raw = path.read_bytes()
+            size, sha, data = len(raw), hashlib.sha256(raw).hexdigest(), b64encode(raw)
+        else:
+            sha = file_sha256(path).hexdigest()
         files.append(OutputFile(
             node_id=node_id, key=key, index=index, filename=rel.name,
             subfolder="" if sub == "." else sub, folder=type_name,
-            type=media_type(rel.name), size_bytes=path.stat().st_size,
-            sha256=file_sha256(path).hexdigest(),
+            type=media_type(rel.name), size_bytes=size, sha256=sha,
             url=f"{url_prefix}/{type_name}/{rel.as_posix()}" if url_prefix else "",
+            data=data,
         ))
     return files

@@ -55,6 +55,9 @@ from .outputs import ComfyDirs, describe
 log = logging.getLogger(__name__)
 
 INTERRUPT_RETRIES = 20
+# Outputs up to this size travel inside their `executed` event: a client lands them
+# without a download request (most previews and small images; measured in the bench).
+INLINE_OUTPUT_BYTES = 256 * 1024
 INTERRUPT_RETRY_DELAY = 0.25
 
 
@@ -289,7 +292,8 @@ class Runner:
         node_id, ui = executed.node, executed.output
         run.nodes_with_output.add(node_id)
         try:
-            files = await asyncio.to_thread(describe, self.dirs, node_id, ui, run.url_prefix)
+            files = await asyncio.to_thread(describe, self.dirs, node_id, ui, run.url_prefix,
+                                            INLINE_OUTPUT_BYTES)
         except BadRequest as exc:
             log.warning("node %s listed an unsafe output: %s", node_id, exc)
             return []

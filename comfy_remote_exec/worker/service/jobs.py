@@ -24,7 +24,7 @@ import json
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -184,7 +184,8 @@ class Job:
             self.step = {"value": float(payload.value), "max": float(payload.max)}
         elif isinstance(payload, Executed):
             self.ui[payload.node] = payload.output
-            self.outputs.extend(payload.files)
+            # The record keeps the descriptors, not the bytes some carried inline.
+            self.outputs.extend(replace(f, data=None) for f in payload.files)
 
     def _completed(self, node: str) -> None:
         if node not in self.nodes_completed:
@@ -280,7 +281,13 @@ class JobStore:
         if fh is None:
             fh = self._logs[job_id] = (self._dir(job_id) / "events.jsonl").open(
                 "a", encoding="utf-8")
-        fh.write(json.dumps(event.to_wire(), separators=(",", ":")) + "\n")
+        wire = event.to_wire()
+        if isinstance(event.payload, Executed) and event.payload.files:
+            # Inline output bytes stay out of the file; a replay downloads them by url.
+            wire["data"] = {**event.payload.to_data(), "files": [
+                {k: v for k, v in f.to_dict().items() if k != "data"}
+                for f in event.payload.files]}
+        fh.write(json.dumps(wire, separators=(",", ":")) + "\n")
         fh.flush()
 
     def close_events(self, job_id: str) -> None:
