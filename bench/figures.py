@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -29,10 +30,11 @@ from comfy_remote_exec.jobapi.spawn import start_worker, stop_worker, worker_com
 from comfy_remote_exec.protocol import Executed, JobSpec, MediaItem, OutputFile
 from comfy_remote_exec.worker.comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from tests.conftest import prepare_worker_base
+from tests.extension.comfy_suite import SuiteResult, run_suite, suite_dir
 from tests.extension.conftest import LocalClient, connected, local_comfy
 from tests.helpers import workflow
 
-from .harness import CountingTransport, HttpStack, RssSampler, rss_mb
+from .harness import CountingTransport, Foreign, HttpStack, RssSampler, rss_mb
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -250,3 +252,49 @@ async def parallel_speedup(url: str, jobs: int, step_seconds: float) -> dict[str
     return {"value": round(walls[1] / walls[4], 2), "serial_s": round(walls[1], 2),
             "parallel_s": round(walls[4], 2), "jobs": jobs,
             "job_seconds": 10 * step_seconds}
+
+
+async def suite_wall_ratio(install: ComfyInstall, root: Path, select: str = ""
+                           ) -> dict[str, Any]:
+    """ComfyUI's own `tests/execution` suite, unmodified, through the extension in remote
+    mode over the same suite run directly: the ratio of their wall times.
+
+    Both runs come from the tests' own harness (`tests/extension/comfy_suite.run_suite`:
+    in remote mode every server the suite starts loads the extension on the `local`
+    backend, which starts a worker with its own ComfyUI). The wall time is pytest's
+    own, its JUnit suite time (collection, server starts and every test). `select`, a
+    pytest `-k` expression, runs part of the suite (smaller configurations); it reaches
+    the suite's pytest as PYTEST_ADDOPTS, the one way in that leaves the harness alone.
+    """
+    if not suite_dir(install).is_dir():
+        raise RuntimeError(f"{install.root} has no tests/execution: no suite_wall_ratio")
+    saved = os.environ.get("PYTEST_ADDOPTS")
+    if select:
+        os.environ["PYTEST_ADDOPTS"] = f"{saved or ''} -k '{select}'".strip()
+    foreign = {}
+    try:
+        window = Foreign()
+        direct = await asyncio.to_thread(run_suite, install, root / "suite-direct", False)
+        foreign["direct"] = round(window.share(), 2)
+        window = Foreign()
+        remote = await asyncio.to_thread(run_suite, install, root / "suite-remote", True)
+        foreign["remote"] = round(window.share(), 2)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTEST_ADDOPTS", None)
+        else:
+            os.environ["PYTEST_ADDOPTS"] = saved
+
+    def summary(result: SuiteResult) -> dict[str, Any]:
+        return {"seconds": round(result.seconds, 1), "tests": len(result.outcomes),
+                "passed": len(result.passed)}
+
+    if not direct.outcomes:
+        raise RuntimeError(f"ComfyUI's suite ran no test directly:\n{direct.output[-3000:]}")
+    lost = sorted(direct.passed - remote.passed)
+    return {"value": round(remote.seconds / direct.seconds, 3), "direct": summary(direct),
+            "remote": summary(remote), "select": select or "all",
+            "lost_remotely": len(lost), "lost_examples": lost[:5],
+            # CPU (in cores) that processes outside this benchmark used meanwhile: other
+            # work on the machine skews the ratio.
+            "foreign_cpu_cores": foreign}

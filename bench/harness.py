@@ -84,7 +84,9 @@ class RunpodStack:
             env = {**os.environ, **emulator.worker_env(f"worker-{i}"),
                    "COMFYUI_PATH": str(install.root), "COMFYUI_PYTHON": str(install.python),
                    "REMOTE_EXEC_BASE_DIR": str(base), "REMOTE_EXEC_COMFY_ARGS": "--cpu",
-                   "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+                   "PYTHONPATH": os.pathsep.join(  # a caller's own entries go on too
+                       p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+                   "PYTHONUNBUFFERED": "1"}
             log = root / f"rp-worker-{i}.log"
             with log.open("w") as out:
                 procs.append(subprocess.Popen(
@@ -149,6 +151,58 @@ class RssSampler:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of `root` and every process below it, with the
+    children they have reaped (a process that ended unreaped by us is missed)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = _stat_fields(proc.name)
+        except (OSError, IndexError):
+            continue
+        parents[int(proc.name)] = int(fields[1])
+        times[int(proc.name)] = sum(int(x) for x in fields[11:15]) / TICK
+    total = 0.0
+    for pid, cpu in times.items():
+        p = pid
+        while p > 1 and p != root:
+            p = parents.get(p, 0)
+        if p == root:
+            total += cpu
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+class Foreign:
+    """CPU that processes outside this benchmark's process tree used over a window."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.busy, self.mine = machine_busy_s(), tree_cpu_s(os.getpid())
+
+    def share(self) -> float:
+        """Foreign CPU as a share of one core, since the start."""
+        wall = time.monotonic() - self.began
+        foreign = (machine_busy_s() - self.busy) - (tree_cpu_s(os.getpid()) - self.mine)
+        return max(0.0, foreign) / max(wall, 1e-6)
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
