@@ -1,4 +1,4 @@
 """Platform adapters: the worker behind a hosting platform's own entry point
-(RunPod serverless now, Modal next), one room each. They may import the worker,
+(RunPod serverless, Modal), one room each. They may import the worker,
 the backends and `jobapi`; nothing imports them.
 """
