@@ -12,14 +12,19 @@ from typing import Any
 CHUNK = 1024 * 1024
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write JSON so a reader (or a crash) never sees a partial file."""
+def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
+    """Write JSON so a reader (or a crashed process) never sees a partial file.
+
+    `durable` also syncs it to disk before the rename, so it survives a power
+    loss too; records that are rebuilt anyway after a restart can skip that.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -37,7 +37,6 @@ from comfy_remote_exec.protocol import (
     ProtocolMismatch,
     Unknown,
     check_version,
-    comfy_message,
     decode_base64,
     media_type,
     safe_relpath,
@@ -175,16 +174,6 @@ def test_protocol_versions_are_checked_both_ways() -> None:
     # Across a wire, the error comes back as the class its code names.
     again = RemoteExecError.from_dict(newer.value.to_dict())
     assert isinstance(again, ProtocolMismatch) and again.details == newer.value.details
-
-
-def test_comfy_message_puts_back_the_local_prompt_id() -> None:
-    state = ProgressState({"2": NodeProgress(state="running", node_id="2")})
-    data = comfy_message(state, "local-1", 10.0)
-    assert data["prompt_id"] == "local-1"
-    assert data["nodes"]["2"]["prompt_id"] == "local-1"  # type: ignore[index,call-overload]
-    executed = comfy_message(EVENTS[6], "p", 0)  # type: ignore[arg-type]
-    assert "files" not in executed and executed["node"] == "3"
-    assert comfy_message(ExecutionStart(), "p", 12.5)["timestamp"] == 12500
 
 
 def test_runpod_chunks_round_trip() -> None:

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from ..errors import NotFound, RemoteExecError, RemoteUnavailable, Unauthorized
-from ..jobapi.streams import copy_body, file_chunks
+from ..jobapi.streams import copy_body, file_chunks, http_client
 from ..protocol import (
     CANCELLED,
     FAILED,
@@ -124,7 +124,7 @@ class RunpodBackend:
         self.base = endpoint_base(endpoint, api_base)
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        self.client = client or http_client()
         self.policy = {"ttl": ttl_ms, "executionTimeout": execution_timeout_ms}
         self.retry_delay = retry_delay
 

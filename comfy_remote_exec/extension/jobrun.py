@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -34,13 +35,14 @@ from ..protocol import (
     ENDINGS,
     FAILED,
     RUNNING,
-    STAMPED,
     Event,
     Executed,
     Executing,
+    ExecutionCached,
     ExecutionError,
     ExecutionInterrupted,
     ExecutionStart,
+    ExecutionSuccess,
     JobSpec,
     JobStatus,
     JsonObject,
@@ -48,8 +50,8 @@ from ..protocol import (
     MediaItem,
     Payload,
     Preview,
+    ProgressState,
     Unknown,
-    comfy_message,
 )
 from .host import Host
 from .inputs import InputHasher
@@ -61,6 +63,25 @@ log = logging.getLogger(__name__)
 # `extra_data` keys that mean something only to this ComfyUI; the rest (such as
 # `extra_pnginfo`, the editor's workflow saved into PNGs) goes to the remote's.
 LOCAL_EXTRA_DATA = frozenset({"client_id", "create_time", "remote_exec"})
+# The ComfyUI messages stamped with a millisecond `timestamp`; also the ones a
+# history entry keeps in `status.messages`.
+STAMPED: frozenset[type[Payload]] = frozenset(
+    {ExecutionStart, ExecutionCached, ExecutionSuccess, ExecutionError, ExecutionInterrupted})
+
+
+def comfy_message(payload: Payload, prompt_id: str, ts: float) -> JsonObject:
+    """The data of the ComfyUI WebSocket message a payload came from, under the local
+    `prompt_id` (the inverse of the worker's translation)."""
+    data = payload.to_data()
+    if isinstance(payload, Executed):
+        data.pop("files", None)
+    if isinstance(payload, ProgressState):
+        data["nodes"] = {nid: {**state.to_data(), "prompt_id": prompt_id}
+                         for nid, state in payload.nodes.items()}
+    data["prompt_id"] = prompt_id
+    if type(payload) in STAMPED:
+        data["timestamp"] = int((ts or time.time()) * 1000)
+    return data
 
 
 class JobRun:

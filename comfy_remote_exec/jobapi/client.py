@@ -23,7 +23,7 @@ from httpx_sse import SSEError, aconnect_sse
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, Event, JobSpec, OutputFile
-from .streams import copy_body, file_chunks
+from .streams import copy_body, file_chunks, http_client
 
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -54,7 +54,7 @@ class JobApiClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        self.client = client or http_client()
         self.headers = headers
 
     async def _call(self, method: str, path: str, what: str,

@@ -36,7 +36,6 @@ from .events import (
     PAYLOADS,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
-    STAMPED,
     SUPPORTED_VERSIONS,
     Event,
     Executed,
@@ -54,7 +53,6 @@ from .events import (
     ProgressState,
     Unknown,
     check_version,
-    comfy_message,
     payload_from,
 )
 from .jobs import INPUT_TYPES, InputOverride, JobSpec, MediaItem
@@ -75,11 +73,11 @@ __all__ = [
     "ANNOTATIONS", "CANCELLED", "COMFY_EVENTS", "COMFY_PAYLOADS", "COMPLETED", "ENDINGS",
     "FAILED", "FOLDERS", "INPUT_TYPES", "JOB_STATUSES", "MAX_MEDIA_BYTES", "MAX_MEDIA_ITEMS",
     "MAX_NAME_LENGTH", "MEDIA_TYPES", "PAYLOADS", "PROTOCOL_HEADER", "PROTOCOL_VERSION",
-    "QUEUED", "RUNNING", "STAMPED", "SUPPORTED_VERSIONS", "TERMINAL_STATUSES", "Event", "Executed",
+    "QUEUED", "RUNNING", "SUPPORTED_VERSIONS", "TERMINAL_STATUSES", "Event", "Executed",
     "Executing", "ExecutionCached", "ExecutionError", "ExecutionInterrupted",
     "ExecutionStart", "ExecutionSuccess", "InputOverride", "JobSpec", "JobStatus",
     "JsonObject", "JsonValue", "Lifecycle", "LifecycleError", "MediaItem", "NodeProgress",
     "OutputFile", "Payload", "Preview", "Progress", "ProgressState", "ProtocolMismatch",
-    "Unknown", "b64encode", "check_version", "comfy_message", "decode_base64", "is_sha256",
+    "Unknown", "b64encode", "check_version", "decode_base64", "is_sha256",
     "media_name", "media_type", "payload_from", "safe_relpath", "split_annotation",
 ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
@@ -412,23 +411,3 @@ class Event:
         payload = payload_from(kind, data)
         return cls(seq, payload, float(ts) if isinstance(ts, (int, float)) else 0.0)
 
-
-# The ComfyUI messages stamped with a millisecond `timestamp`; also the ones a
-# history entry keeps in `status.messages`.
-STAMPED: frozenset[type[Payload]] = frozenset(
-    {ExecutionStart, ExecutionCached, ExecutionSuccess, ExecutionError, ExecutionInterrupted})
-
-
-def comfy_message(payload: Payload, prompt_id: str, ts: float) -> JsonObject:
-    """The data of the ComfyUI WebSocket message a payload came from, under the
-    receiver's `prompt_id` (the inverse of the worker's translation)."""
-    data = payload.to_data()
-    if isinstance(payload, Executed):
-        data.pop("files", None)
-    if isinstance(payload, ProgressState):
-        data["nodes"] = {nid: {**state.to_data(), "prompt_id": prompt_id}
-                         for nid, state in payload.nodes.items()}
-    data["prompt_id"] = prompt_id
-    if type(payload) in STAMPED:
-        data["timestamp"] = int((ts or time.time()) * 1000)
-    return data

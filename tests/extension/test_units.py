@@ -20,8 +20,15 @@ from comfy_remote_exec.config import (
 from comfy_remote_exec.errors import RemoteExecError
 from comfy_remote_exec.extension.core import remote_override
 from comfy_remote_exec.extension.inputs import InputHasher, referenced_files
+from comfy_remote_exec.extension.jobrun import comfy_message
 from comfy_remote_exec.extension.landing import Lander, candidate_names, numbered
-from comfy_remote_exec.protocol import OutputFile
+from comfy_remote_exec.protocol import (
+    Executed,
+    ExecutionStart,
+    NodeProgress,
+    OutputFile,
+    ProgressState,
+)
 
 from ..helpers import write_secrets
 
@@ -181,3 +188,14 @@ def test_hashes_are_cached_until_the_file_changes(tmp_path: Path) -> None:
     assert hasher.sha256(path) != first
 
 
+# -- messages back into ComfyUI's shape ---------------------------------------------
+
+
+def test_comfy_message_puts_back_the_local_prompt_id() -> None:
+    state = ProgressState({"2": NodeProgress(state="running", node_id="2")})
+    data = comfy_message(state, "local-1", 10.0)
+    assert data["prompt_id"] == "local-1"
+    assert data["nodes"]["2"]["prompt_id"] == "local-1"  # type: ignore[index,call-overload]
+    executed = comfy_message(Executed("3", "3", {"images": []}), "p", 0)
+    assert "files" not in executed and executed["node"] == "3"
+    assert comfy_message(ExecutionStart(), "p", 12.5)["timestamp"] == 12500

@@ -161,7 +161,8 @@ class Runner:
         prompt; nothing of the job is left behind then.
         """
         assert self.client is not None, "Runner.start() first"
-        await self.process.ensure_healthy(session=self._session)
+        if not self._connected.is_set():  # a live WebSocket is proof enough; else probe
+            await self.process.ensure_healthy(session=self._session)
         await self._check_models(workflow)
         self._seq += 1
         prompt = rewrite_media_refs(workflow, media)

@@ -6,8 +6,10 @@ reader, with no other stop on the way. What the service must do when a job
 moves (webhooks, pruning) reaches it through the job's `listener`.
 
 Each job has a directory with `job.json` (rewritten atomically: temp file,
-fsync, rename) and `events.jsonl` (appended). A worker restart therefore loses
-no record; jobs that were queued or running at the time are marked failed with
+then rename) and `events.jsonl` (appended). A worker restart therefore loses
+no record (neither is synced to disk at each step: that is the extension's
+journal's job, which holds what a client paid for, and it costs each job
+milliseconds here); jobs that were queued or running at the time are marked failed with
 the reason, since the ComfyUI that held them is gone. Preview frames never
 reach the file (nobody replays them, and they are most of a log's size); a
 finished job drops them from memory too, and the oldest finished jobs are
@@ -275,7 +277,7 @@ class JobStore:
     def save(self, job: Job) -> None:
         folder = self._dir(job.id)
         folder.mkdir(exist_ok=True)
-        atomic_write_json(folder / "job.json", job.record())
+        atomic_write_json(folder / "job.json", job.record(), durable=False)
 
     def append_event(self, job_id: str, event: Event) -> None:
         """Append to the job's event log (kept open until `close_events`).
