@@ -37,9 +37,9 @@ else:  # in a container: the image carries the package and the stack file
     REPO = Path("/root")
     STACK_FILE = Path("/root/stack.yaml")
 
-from comfy_remote_exec.platforms.modal import image as build  # noqa: E402
-from comfy_remote_exec.platforms.modal import snapshot  # noqa: E402
-from comfy_remote_exec.platforms.modal.config import (  # noqa: E402
+from comfy_remote_exec.platforms.modal import image as build
+from comfy_remote_exec.platforms.modal import snapshot
+from comfy_remote_exec.platforms.modal.config import (
     API_PORT,
     COMFY_BASE,
     COMFYUI_DIR,
@@ -47,7 +47,7 @@ from comfy_remote_exec.platforms.modal.config import (  # noqa: E402
     MODELS_MOUNT,
     Settings,
 )
-from comfy_remote_exec.stack.spec import load_stack  # noqa: E402
+from comfy_remote_exec.stack.spec import load_stack
 
 settings = Settings.from_env()
 stack = load_stack(STACK_FILE)
@@ -84,15 +84,17 @@ hf_secret = modal.Secret.from_name(settings.hf_secret,
          retries=modal.Retries(max_retries=1, initial_delay=1.0, backoff_coefficient=1.0))
 @modal.concurrent(max_inputs=settings.jobs_per_container)
 class ComfyGPU:
-    @modal.enter(snap=True)
+    @modal.enter(snap=SNAPSHOT)
     async def start_comfyui(self) -> None:
-        """Before the snapshot (no GPU): ComfyUI starts CPU-only, CUDA untouched."""
+        """Before the snapshot (no GPU): ComfyUI starts CPU-only, CUDA untouched. Without
+        snapshots, this only builds the worker, and `take_gpu` starts ComfyUI."""
         from comfy_remote_exec.discovery import ComfyInstall
         from comfy_remote_exec.platforms.modal.gpu import GpuConfig, GpuWorker
         from comfy_remote_exec.platforms.modal.storage import VolumeStorage
 
-        config = GpuConfig(install=ComfyInstall(root=Path(COMFYUI_DIR), python=Path(sys.executable)),
-                           base_dir=Path(COMFY_BASE), state_dir=Path("/tmp/remote_exec"),
+        install = ComfyInstall(root=Path(COMFYUI_DIR), python=Path(sys.executable))
+        config = GpuConfig(install=install, base_dir=Path(COMFY_BASE),
+                           state_dir=Path("/tmp/remote_exec"),
                            model_paths=Path(build.MODEL_PATHS), snapshot=SNAPSHOT)
         self.worker = GpuWorker(config, VolumeStorage(data, Path(DATA_MOUNT)), events, jobs,
                                 on_unhealthy=modal.experimental.stop_fetching_inputs.aio)

@@ -100,6 +100,13 @@ class LocalModal:
     store_dict: DictStandIn
     events: QueueStandIn
     volume: VolumeStandIn
+    functions: GpuFunctions
+    token: str | None
+
+    def parts(self, view: Path) -> ModalParts:
+        """Modal's parts as a new API container sees them, its volume view at `view`."""
+        mount = self.volume.mount(view)
+        return ModalParts(self.store_dict, self.events, mount, mount.path, self.functions)
 
     async def close(self) -> None:
         await self.api.close()
@@ -124,16 +131,16 @@ async def start_local(install: ComfyInstall, base_dir: Path, state_dir: Path, *,
         await gpu.stop()
         raise
     function = FunctionStandIn(gpu.run, max_concurrent=jobs)
-    api_view = volume.mount(state_dir / "api-data")
-    parts = ModalParts(store_dict, events, api_view, api_view.path,
-                       GpuFunctions(spawn=function.spawn.aio,
-                                    call_from_id=FunctionCallStandIn.from_id,
-                                    describe=gpu.describe))
-    api = await open_api(parts, token=token, stream_limit=stream_limit, idle=idle,
-                         allow_private_urls=allow_private_urls)
+    functions = GpuFunctions(spawn=function.spawn.aio, call_from_id=FunctionCallStandIn.from_id,
+                             describe=gpu.describe)
+    local = LocalModal(None, gpu, function, store_dict, events, volume,  # type: ignore[arg-type]
+                       functions, token)
+    local.api = await open_api(local.parts(state_dir / "api-data"), token=token,
+                               stream_limit=stream_limit, idle=idle,
+                               allow_private_urls=allow_private_urls)
     if cut_after:
-        api.app.middlewares.insert(0, cut_middleware(cut_after))
-    return LocalModal(api, gpu, function, store_dict, events, volume)
+        local.api.app.middlewares.insert(0, cut_middleware(cut_after))
+    return local
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -128,8 +128,9 @@ def verify(stack: Stack, volume_dir: Path, comfyui_dir: Path) -> SetupReport:
     nodes_dir = comfyui_dir / "custom_nodes"
     present = sorted(p for p in nodes_dir.iterdir() if p.is_dir()
                      and not p.name.startswith((".", "__"))) if nodes_dir.is_dir() else []
-    for folder in present:
-        report.nodes.append(NodeState(folder.name, git_head(folder), pinned.get(folder.name)))
+    for node_dir in present:
+        report.nodes.append(NodeState(node_dir.name, git_head(node_dir),
+                                      pinned.get(node_dir.name)))
     have = {n.name: n for n in report.nodes}
     for name, ref in pinned.items():
         node = have.get(name)

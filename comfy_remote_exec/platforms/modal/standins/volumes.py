@@ -10,7 +10,8 @@ view's changes (new, changed and deleted files, found by comparing the files'
 takes the others' changes, as Modal's commit reloads; `reload()` takes the
 others' committed changes and keeps this view's own uncommitted ones. Files
 are replaced by rename, never rewritten in place, so a file another process
-holds open (or a hard link to it) keeps its bytes.
+holds open (or a hard link to it) keeps its bytes. A folder emptied by
+deletions goes with its last file, where the other side lacks it too.
 
 `reload()` refuses while the process holds a file of the view open, as
 Modal's does ("there are open files preventing the operation"), read from
@@ -58,6 +59,17 @@ def _copy(src: Path, dest: Path) -> Signature:
         raise
     st = dest.stat()
     return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _prune(root: Path, rel: str, unless_in: Path) -> None:
+    """After `root/rel` went: remove its emptied folders that `unless_in` lacks too."""
+    folder = (root / rel).parent
+    while folder != root and not (unless_in / folder.relative_to(root)).is_dir():
+        try:
+            folder.rmdir()
+        except OSError:  # not empty
+            return
+        folder = folder.parent
 
 
 def open_files_under(root: Path) -> list[str]:
@@ -117,6 +129,7 @@ class VolumeMount:
             self._remote_seen[rel] = sig
         for rel in [p for p in self._base if p not in remote and p not in local_changes]:
             (self.path / rel).unlink(missing_ok=True)
+            _prune(self.path, rel, self.volume.remote)
             self._base.pop(rel, None)
             self._remote_seen.pop(rel, None)
 
@@ -132,6 +145,7 @@ class VolumeMount:
                     self._remote_seen[rel] = rsig
                 else:
                     dest.unlink(missing_ok=True)
+                    _prune(self.volume.remote, rel, self.path)
                     self._base.pop(rel, None)
                     self._remote_seen.pop(rel, None)
             if not open_files_under(self.path):
