@@ -70,9 +70,14 @@ def cut_middleware(seconds: float) -> Any:
         try:
             response: web.StreamResponse = await handler(request)
             if isinstance(response, web.FileResponse):  # sent in prepare(): cut that too
+                # Sent here, so the connection closes after it: aiohttp keeps alive only
+                # what it sends itself.
+                response.force_close()
                 await response.prepare(request)
                 await response.write_eof()
-                return _Sent(status=response.status)
+                sent = _Sent(status=response.status)
+                sent.force_close()
+                return sent
             return response
         finally:
             timer.cancel()
