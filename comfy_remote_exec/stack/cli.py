@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("--only", nargs="+", metavar="NAME", help="just these models")
     down.add_argument("--verify", action="store_true",
                       help="re-hash files already in place instead of trusting their size")
+    down.add_argument("--parallel", type=int, default=1, metavar="N",
+                      help="models fetched at once (default 1)")
     return top
 
 
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 install_nodes(stack, args.comfyui)
         else:
             done = download_models(stack, args.volume, only=args.only,
-                                   verify_existing=args.verify)
+                                   verify_existing=args.verify, parallel=args.parallel)
             fetched = sum(d.fetched for d in done)
             print(f"{len(done)} models in place, {human_size(fetched)} downloaded", file=sys.stderr)
     except RemoteExecError as exc:

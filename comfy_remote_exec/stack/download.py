@@ -8,7 +8,9 @@ final name is therefore complete; it is skipped on the next run.
 
 A gated model's token is read from the environment variable the stack names
 and sent only as a bearer header; it is never printed (httpx drops it on a
-redirect to another host, such as Hugging Face's CDN).
+redirect to another host, such as Hugging Face's CDN). `parallel` fetches
+several models at once (threads over one httpx client, which is thread-safe);
+each file is still one stream, so a resume never has two writers.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -53,29 +57,45 @@ def download_models(stack: Stack, volume_dir: str | os.PathLike[str],
                     client: httpx.Client | None = None, progress: Progress | None = None, *,
                     only: Iterable[str] | None = None, verify_existing: bool = False,
                     attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                    parallel: int = 1,
+                    on_done: Callable[[Downloaded], None] | None = None,
                     ) -> list[Downloaded]:
     """Fetch each model (or those in `only`) to `volume_dir/models/<folder>/<name>`.
 
     `progress` None draws a text bar on stderr. `verify_existing` re-hashes
-    files already in place instead of trusting their size. A failed model does
-    not stop the others; the failures are raised together at the end.
+    files already in place instead of trusting their size. `parallel` models
+    are fetched at once; `on_done` hears of each one in place (a Modal Volume
+    commits there, so an interrupted fill keeps what it finished). A failed
+    model does not stop the others; the failures are raised together at the end.
+    Results are in stack order.
     """
     models = stack.select(only) if only else stack.models
     bar = progress if progress is not None else TextBar()
     http = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=20.0))
-    done: list[Downloaded] = []
-    failed: list[DownloadError] = []
+
+    def one(model: Model) -> Downloaded | DownloadError:
+        try:
+            result = download_model(model, volume_dir, http, bar,
+                                    verify_existing=verify_existing,
+                                    attempts=attempts, sleep=sleep)
+        except DownloadError as exc:
+            return exc
+        if on_done is not None:
+            on_done(result)
+        return result
+
     try:
-        for model in models:
-            try:
-                done.append(download_model(model, volume_dir, http, bar,
-                                           verify_existing=verify_existing,
-                                           attempts=attempts, sleep=sleep))
-            except DownloadError as exc:
-                failed.append(exc)
+        if parallel <= 1 or len(models) <= 1:
+            results = [one(model) for model in models]
+        else:
+            with ThreadPoolExecutor(max_workers=parallel,
+                                    thread_name_prefix="stack-download") as pool:
+                results = list(pool.map(one, models))
     finally:
         if client is None:
             http.close()
+    done = [r for r in results if isinstance(r, Downloaded)]
+    failed = [r for r in results if isinstance(r, DownloadError)]
     if len(failed) == 1:
         raise failed[0]
     if failed:
@@ -226,23 +246,26 @@ class TextBar:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bars: dict[str, tqdm[Any]] = {}
+        self._lock = threading.Lock()  # parallel downloads report from their threads
 
     def update(self, name: str, done: int, total: int | None) -> None:
-        bar = self._bars.get(name)
-        if bar is None:
-            bar = self._bars[name] = tqdm(
-                desc=name, total=total, initial=done, unit="B", unit_scale=True,
-                unit_divisor=1024, file=self.stream, dynamic_ncols=self.tty,
-                mininterval=0.2 if self.tty else 10.0, leave=False)
-        bar.total = total
-        bar.update(done - bar.n)
+        with self._lock:
+            bar = self._bars.get(name)
+            if bar is None:
+                bar = self._bars[name] = tqdm(
+                    desc=name, total=total, initial=done, unit="B", unit_scale=True,
+                    unit_divisor=1024, file=self.stream, dynamic_ncols=self.tty,
+                    mininterval=0.2 if self.tty else 10.0, leave=False)
+            bar.total = total
+            bar.update(done - bar.n)
 
     def finish(self, name: str, done: int, note: str) -> None:
-        bar = self._bars.pop(name, None)
-        if bar is not None:
-            bar.close()
-        self.stream.write(f"{name}: {note} ({human_size(done)})\n")
-        self.stream.flush()
+        with self._lock:
+            bar = self._bars.pop(name, None)
+            if bar is not None:
+                bar.close()
+            self.stream.write(f"{name}: {note} ({human_size(done)})\n")
+            self.stream.flush()
 
 
 def human_size(n: int) -> str:

@@ -2,8 +2,10 @@
 
 `Worker` is the one object a host needs: `await worker.start()` brings up
 ComfyUI and the runner, `worker.app` is the aiohttp application to serve, and
-`await worker.stop()` tears everything down. The RunPod handler uses the same
-pieces without the HTTP app.
+`await worker.stop()` tears everything down. The RunPod handler runs this
+worker as a process; the Modal app takes its pieces apart (`build_app` over a
+job service with Modal's parts, `hook_args` for the runner's ComfyUI in the
+GPU container).
 """
 
 from __future__ import annotations
@@ -64,25 +66,12 @@ class Worker:
                                   allow_private_urls=config.allow_private_urls,
                                   max_media_bytes=config.max_media_bytes,
                                   keep_jobs=config.keep_jobs)
-        hooks = ["--extra-model-paths-config", str(custom_nodes_config(
-            state / "comfyui_hooks.yaml", "comfy_remote_exec_worker", HOOK_NODES))]
         self.process = ComfyProcess(ComfyProcessConfig(
             install=config.install, base_dir=base, port=config.comfy_port,
-            extra_args=[*config.comfy_args, *hooks]))
+            extra_args=[*config.comfy_args, *hook_args(state)]))
         self.runner = Runner(self.process, self.dirs, self.blobs)
         self.service.attach(self.runner)
-        self.app = self.build_app()
-
-    def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[
-            error_middleware, auth_middleware(self.config.token), protocol_middleware])
-        app[SERVICE] = self.service
-        app[DIRS] = self.dirs
-        routes = web.RouteTableDef()
-        add_routes(routes)
-        add_compat_routes(routes)
-        app.add_routes(routes)
-        return app
+        self.app = build_app(self.service, self.dirs, config.token)
 
     async def start(self) -> None:
         self.dirs.base.mkdir(parents=True, exist_ok=True)
@@ -96,6 +85,25 @@ class Worker:
 
 # The worker's ComfyUI hooks, loaded beside the base directory's own custom nodes.
 HOOK_NODES = Path(__file__).resolve().parent / "comfy" / "comfyui_nodes"
+
+
+def hook_args(state: Path) -> list[str]:
+    """ComfyUI arguments that load the worker's hooks (written under `state`)."""
+    return ["--extra-model-paths-config", str(custom_nodes_config(
+        state / "comfyui_hooks.yaml", "comfy_remote_exec_worker", HOOK_NODES))]
+
+
+def build_app(service: JobService, dirs: ComfyDirs, token: str | None) -> web.Application:
+    """The job API over `service`: the worker's, and the Modal app's over Modal's parts."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[
+        error_middleware, auth_middleware(token), protocol_middleware])
+    app[SERVICE] = service
+    app[DIRS] = dirs
+    routes = web.RouteTableDef()
+    add_routes(routes)
+    add_compat_routes(routes)
+    app.add_routes(routes)
+    return app
 
 
 def token_from_env(name: str | None) -> str | None:

@@ -100,3 +100,17 @@ async def restore_comfyui(comfy_url: str, *, require_gpu: bool = True,
                       f"({report.get('device') or report.get('device_error')}): "
                       "no GPU is attached, or torch cannot see it", report)
     return report
+
+
+# What the GPU class (`gpu.GpuWorker`) and the app file call.
+AVAILABLE = True  # the hook is in the worker's ComfyUI; MEMORY_SNAPSHOT turns it on
+
+
+def prepare_env(env: dict[str, str]) -> dict[str, str]:
+    """The ComfyUI process's environment for a start before the snapshot."""
+    return {**env, **snapshot_env()}
+
+
+async def restore(comfy_url: str, *, require_gpu: bool = True) -> dict[str, Any]:
+    """After the restore: ComfyUI takes the GPU (see `restore_comfyui`)."""
+    return await restore_comfyui(comfy_url, require_gpu=require_gpu)

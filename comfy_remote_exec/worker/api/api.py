@@ -122,6 +122,12 @@ async def submit_from(request: web.Request) -> Job:
     return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
 
 
+def job_dirs(request: web.Request, job: Job) -> ComfyDirs:
+    """Where the job's output files are: a place of the storage's own (Modal: the job's
+    folder on the shared Volume), else this worker's ComfyUI folders."""
+    return request.app[SERVICE].storage.job_dirs(job.id) or request.app[DIRS]
+
+
 def listed(service: JobService, status: str | None, limit: int) -> list[Job]:
     """`GET /v1/jobs`'s jobs, newest first. Cancelled jobs show as failed, so
     `status=failed` lists them too; `status=cancelled` lists only them."""
@@ -173,7 +179,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
         view, pending = job_view(job, inline_mode(request.query))
         if pending:
             await request.app[SERVICE].refresh_files()
-            await asyncio.to_thread(read_inline, request.app[DIRS], pending)
+            await asyncio.to_thread(read_inline, job_dirs(request, job), pending)
         return web.json_response(view)
 
     @routes.delete("/v1/jobs/{job_id}")
@@ -217,7 +223,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
         if not listed:
             raise NotFound(f"job {job.id} has no output {type_name}/{rel}",
                            code="output_not_found", job_id=job.id)
-        path = request.app[DIRS].resolve(type_name, "", rel)
+        path = job_dirs(request, job).resolve(type_name, "", rel)
         if not path.is_file():
             await request.app[SERVICE].refresh_files()
         if not path.is_file():

@@ -25,7 +25,7 @@ from ...errors import NotFound, RemoteExecError
 from ...protocol import CANCELLED, COMPLETED, FAILED
 from ..comfy.outputs import ComfyDirs
 from ..service.jobs import Job
-from .api import DIRS, SERVICE, submit_from
+from .api import SERVICE, job_dirs, submit_from
 from .views import error_details, error_message, progress
 
 UNKNOWN_CALL = "Call ID not found or invalid."
@@ -63,7 +63,7 @@ def add_compat_routes(routes: web.RouteTableDef) -> None:
         ids = {"id": job.id, "call_id": job.id}
         if job.status == COMPLETED:
             await request.app[SERVICE].refresh_files()
-            images = await asyncio.to_thread(_images, job, request.app[DIRS])
+            images = await asyncio.to_thread(_images, job, job_dirs(request, job))
             return web.json_response({**ids, "status": "COMPLETED",
                                       "output": {"images": images}})
         if job.status in (FAILED, CANCELLED):

@@ -110,7 +110,9 @@ class Runner:
         process.on_crash(self._on_crash)
 
     async def start(self) -> None:
-        await self.process.start()
+        # A host may have started ComfyUI already (Modal: before its memory snapshot).
+        if not self.process.healthy:
+            await self.process.start()
         self._session = aiohttp.ClientSession()
         self.client = ComfyClient(self.process.url, self._session)
         self._ws_task = asyncio.create_task(self._ws_loop(), name="comfyui-ws")
@@ -150,8 +152,10 @@ class Runner:
     async def submit(self, job_id: str, workflow: dict[str, Any], media: dict[str, str], *,
                      life: Lifecycle, sink: RunSink, priority: int = 0,
                      targets: list[str] | None = None, url_prefix: str = "",
-                     extra_data: dict[str, Any] | None = None) -> str:
-        """Place the job's inputs and queue it in ComfyUI; returns its prompt id.
+                     extra_data: dict[str, Any] | None = None,
+                     prompt_id: str | None = None) -> str:
+        """Place the job's inputs and queue it in ComfyUI; returns its prompt id
+        (`prompt_id` when given: Modal's API answers with it before a GPU holds the job).
 
         `media` maps the names the workflow uses to blob hashes; each file is
         placed under its content's folder (`prepare.input_prefix`). `extra_data`
@@ -167,7 +171,7 @@ class Runner:
         prompt = rewrite_media_refs(workflow, media)
         for name, sha in media.items():
             self.blobs.link_into(sha, self.dirs.input / input_prefix(sha) / name)
-        run = Run(job_id=job_id, prompt_id=str(uuid.uuid4()), prompt=prompt,
+        run = Run(job_id=job_id, prompt_id=prompt_id or str(uuid.uuid4()), prompt=prompt,
                   number=self._seq - priority * 1_000_000, targets=targets,
                   url_prefix=url_prefix, life=life, sink=sink, inputs=frozenset(media.values()),
                   extra_data={k: v for k, v in (extra_data or {}).items()

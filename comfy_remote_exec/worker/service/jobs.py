@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ...errors import RemoteExecError
 from ...fsutil import atomic_write_json
@@ -46,11 +46,21 @@ from ...protocol import (
 )
 
 
+class LogStore(Protocol):
+    """Where an event log and its job's record persist (`JobStore`, Modal's store)."""
+
+    def append_event(self, job_id: str, event: Event) -> None: ...
+
+    def close_events(self, job_id: str) -> None: ...
+
+    def save(self, job: Job) -> None: ...
+
+
 class EventLog:
     """One job's numbered events: kept in memory, appended to the store's file
     (previews only in memory), and handed to every reader as they come."""
 
-    def __init__(self, job_id: str, store: JobStore | None = None,
+    def __init__(self, job_id: str, store: LogStore | None = None,
                  events: list[Event] | None = None) -> None:
         self.job_id = job_id
         self.store = store

@@ -10,8 +10,10 @@ same everywhere; what differs is where its state lives and where jobs run:
   ComfyUI; Modal's spawns the GPU class and relays the events it sends back
   through a `modal.Queue` partition per job.
 - `Storage`: where input blobs and output files are shared between the API
-  and the executor. The worker needs nothing (one filesystem); Modal commits
-  and reloads a `modal.Volume`.
+  and the executor. The worker needs nothing (one filesystem: a job's files
+  are in its ComfyUI's folders); Modal commits and reloads a `modal.Volume`
+  and keeps each job's files in a folder of its own there, since several GPU
+  containers, each with its own ComfyUI, name their files alike.
 
 Each part is a `Protocol`; the local implementations are the defaults.
 """
@@ -21,12 +23,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ...protocol import Event, Lifecycle
+from ..comfy.outputs import ComfyDirs
 from .jobs import EventLog, Job
 
 
 class Store(Protocol):
     def load_all(self) -> list[Job]:
-        """Every stored job, oldest first; unfinished ones are marked failed."""
+        """Every stored job, oldest first. Unfinished ones are marked failed where
+        nothing runs them any more (the worker's, whose ComfyUI went with it); Modal's
+        GPU calls outlive the API, so its executor picks them up again instead."""
         ...
 
     def save(self, job: Job) -> None: ...
@@ -81,6 +86,10 @@ class Storage(Protocol):
         """See what the other side published."""
         ...
 
+    def job_dirs(self, job_id: str) -> ComfyDirs | None:
+        """Where this job's output files are, or None: in the API's own ComfyUI folders."""
+        ...
+
 
 class LocalStorage:
     """One filesystem for the API and the executor: nothing to publish or refresh."""
@@ -89,4 +98,7 @@ class LocalStorage:
         return None
 
     async def refresh(self) -> None:
+        return None
+
+    def job_dirs(self, job_id: str) -> ComfyDirs | None:
         return None
