@@ -216,6 +216,7 @@ class JobRun:
         if type(payload) in ENDINGS:
             # The history entry first, as ComfyUI writes it before these messages.
             self.ending = ENDINGS[type(payload)]
+            self.job.status = self.ending  # the record says what the user now sees
             self._write_history(self.ending == COMPLETED)
         self.host.send(payload.TYPE, message, job.client_id)
 
