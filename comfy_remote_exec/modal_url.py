@@ -1,10 +1,11 @@
 """The web URL of the deployed Modal app's API function: asked of Modal once, then cached.
 
 `python launcher/launch.py --backend modal` without `--url` needs the URL
-Modal gave the app's API function (`https://<workspace>--<app>-<function>.modal.run`,
-or its custom domain). Modal's SDK knows it:
-`modal.Function.from_name(app, function).get_web_url()`, with the token
-`modal token new` saved. The answer is cached in the platformdirs cache
+Modal gave the app's API (`https://<workspace>--<label>.modal.run`, or its
+custom domain). Modal's SDK knows it: `modal.Function.from_name(app, name)`, or
+for a class's web method (`Cls.method`, as `deploy/modal/app.py` registers
+`API.serve`) `modal.Cls.from_name(app, Cls)().method`, then `.get_web_url()`,
+with the token `modal token new` saved. The answer is cached in the platformdirs cache
 folder (`REMOTE_EXEC_CACHE_DIR` overrides it), keyed by the app's name, so
 the next start, and the extension when no URL is set, need neither Modal's
 SDK nor its cloud.
@@ -31,7 +32,7 @@ from typing import Any
 
 APP = "comfy-remote-exec"  # this package's platformdirs name
 DEFAULT_APP = "comfy-remote-exec"  # the Modal app's name, as deployed
-DEFAULT_FUNCTION = "api"  # its web function that serves the job API
+DEFAULT_FUNCTION = "API.serve"  # its web method that serves the job API (`Cls.method`)
 APP_ENV, FUNCTION_ENV, CACHE_ENV = ("REMOTE_EXEC_MODAL_APP", "REMOTE_EXEC_MODAL_FUNCTION",
                                     "REMOTE_EXEC_CACHE_DIR")
 CACHE_FILE = "modal_urls.json"
@@ -111,7 +112,10 @@ def modal_resolver(app: str, function: str) -> str | None:
     except ImportError:
         raise ModalUrlError(f"Modal's SDK is not installed: {HOW}", no_sdk=True) from None
     try:
-        url = modal.Function.from_name(app, function).get_web_url()
+        cls_name, _, method = function.partition(".")
+        web = (getattr(modal.Cls.from_name(app, cls_name)(), method) if method
+               else modal.Function.from_name(app, function))
+        url = web.get_web_url()
     except modal.exception.AuthError:
         raise ModalUrlError(f"Modal has no token on this machine: {HOW}") from None
     except modal.exception.NotFoundError:

@@ -34,18 +34,18 @@ class Resolver:
 def test_asked_once_then_cached_by_app(tmp_path: Path) -> None:
     env = {"REMOTE_EXEC_CACHE_DIR": str(tmp_path)}
     other = "https://ws--other-api.modal.run"
-    resolver = Resolver({("comfy-remote-exec", "api"): URL, ("other", "api"): other,
+    resolver = Resolver({("comfy-remote-exec", "API.serve"): URL, ("other", "API.serve"): other,
                          ("comfy-remote-exec", "web"): URL + "/web"})
     assert find_url(resolver=resolver, env=env) == URL
     assert find_url(resolver=resolver, env=env) == URL
-    assert resolver.asked == [("comfy-remote-exec", "api")], "the second start asks nobody"
+    assert resolver.asked == [("comfy-remote-exec", "API.serve")], "the second start asks nobody"
     assert find_url("other", resolver=resolver, env=env) == other
     assert find_url("comfy-remote-exec", "web", resolver=resolver, env=env) == URL + "/web"
     assert len(resolver.asked) == 3, "another app, or another function, is asked for"
     stored = json.loads((tmp_path / CACHE_FILE).read_text())
     assert sorted(stored) == ["comfy-remote-exec", "other"]
-    assert stored["other"]["url"] == other and stored["other"]["function"] == "api"
-    assert cached("other", "api", env) == other and cached("nobody", "api", env) is None
+    assert stored["other"]["url"] == other and stored["other"]["function"] == "API.serve"
+    assert cached("other", "API.serve", env) == other and cached("nobody", "API.serve", env) is None
     assert find_url(refresh=True, resolver=resolver, env=env) == URL
     assert len(resolver.asked) == 4, "--refresh-url asks again"
 

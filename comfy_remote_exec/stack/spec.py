@@ -2,7 +2,7 @@
 
 `deploy/stack.yaml` lists the pinned ComfyUI, the custom nodes (each at a full
 commit sha) and the models with their download URLs. Every image (the RunPod
-Dockerfile, later Modal) is built from that one file, so they cannot drift.
+Dockerfile, the Modal app) is built from that one file, so they cannot drift.
 This module parses and checks it, and turns the custom nodes into the git and
 pip commands that install them. Downloading models is `download`; the
 command line is `python -m comfy_remote_exec.stack` (see `cli`).

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
-
-from aiohttp import web
 
 from ..discovery import ComfyUINotFound, find_comfyui
 from ..errors import RemoteUnavailable
 from ..logsafe import hide_url_queries
 from .app import Worker, WorkerConfig, token_from_env
+from .serve import serve_until_signalled
 from .service.service import KEEP_JOBS
 
 
@@ -65,21 +62,9 @@ async def serve(args: argparse.Namespace) -> None:
     except BaseException:
         await worker.stop()
         raise
-    runner = web.AppRunner(worker.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else args.port
-    print(f"comfy-remote-exec worker ready at http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await serve_until_signalled(worker.app, args.host, args.port)
     finally:
-        await runner.cleanup()
         await worker.stop()
 
 

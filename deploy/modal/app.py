@@ -163,7 +163,7 @@ async def fail_stale_jobs() -> dict:
     report = await maintenance.fail_stale_jobs(jobs, events, modal.FunctionCall.from_id,
                                                rules=rules)
     if report.unfinished or report.failed:  # the API relays their ends and sends webhooks
-        await maintenance.wake(API().serve.get_web_url())
+        await maintenance.wake(await API().serve.get_web_url.aio())
     return {"failed": [vars(s) for s in report.failed], "unfinished": report.unfinished}
 
 

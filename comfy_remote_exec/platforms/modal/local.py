@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,8 +36,8 @@ from aiohttp import web
 
 from ...discovery import ComfyInstall, ComfyUINotFound, find_comfyui
 from ...errors import RemoteUnavailable
-from ...jobapi.spawn import READY
 from ...worker.app import token_from_env
+from ...worker.serve import serve_until_signalled
 from .api import STREAM_LIMIT, ModalApi, ModalParts, open_api
 from .executor import GpuFunctions
 from .gpu import GpuConfig, GpuWorker
@@ -187,21 +185,9 @@ async def serve(args: argparse.Namespace) -> None:
                               jobs=args.jobs, stream_limit=args.stream_limit,
                               cut_after=args.cut_after or None, snapshot=args.snapshot,
                               allow_private_urls=args.allow_private_urls)
-    runner = web.AppRunner(local.api.app, access_log=None)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
-        await site.start()
-        port = runner.addresses[0][1] if runner.addresses else args.port
-        print(f"{READY}http://{args.host}:{port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await serve_until_signalled(local.api.app, args.host, args.port)
     finally:
-        await runner.cleanup()
         await local.close()
 
 

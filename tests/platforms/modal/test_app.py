@@ -112,3 +112,13 @@ def test_api_schedules_volumes_and_secrets(monkeypatch: pytest.MonkeyPatch) -> N
     assert download.volumes["/models-volume"].name == "comfy-remote-exec-models"
     assert "/models-volume" in functions["verify_setup"]._function_info.volumes
     assert isinstance(app.jobs, modal.Dict) and isinstance(app.events, modal.Queue)
+
+
+def test_the_client_finds_the_web_method_the_app_registers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--backend modal` without `--url` looks up `DEFAULT_APP`/`DEFAULT_FUNCTION`
+    (`modal_url`): they must name the deployed app and its web method."""
+    from comfy_remote_exec import modal_url
+
+    app = load_app(monkeypatch, {})
+    assert app.app.name == modal_url.DEFAULT_APP
+    assert modal_url.DEFAULT_FUNCTION in registered(app)[2]
