@@ -29,11 +29,13 @@ from .api.api import (
     protocol_middleware,
 )
 from .api.compat import add_compat_routes
+from .api.models import MODELS, add_model_routes
 from .comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from .comfy.outputs import ComfyDirs
 from .comfy.runner import Runner
 from .inputs.blobs import BlobStore
 from .service.jobs import JobStore
+from .service.models import ModelFiles
 from .service.service import KEEP_JOBS, JobService
 
 # A job body may carry MAX_MEDIA_ITEMS files of MAX_MEDIA_BYTES each, base64-encoded.
@@ -99,9 +101,11 @@ def build_app(service: JobService, dirs: ComfyDirs, token: str | None) -> web.Ap
         error_middleware, auth_middleware(token), protocol_middleware])
     app[SERVICE] = service
     app[DIRS] = dirs
+    app[MODELS] = ModelFiles(dirs.base / "models", service.blobs, service.models_changed)
     routes = web.RouteTableDef()
     add_routes(routes)
     add_compat_routes(routes)
+    add_model_routes(routes)
     app.add_routes(routes)
     return app
 

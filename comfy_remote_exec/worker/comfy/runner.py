@@ -193,6 +193,10 @@ class Runner:
         if missing:
             raise missing_model_error(missing)
 
+    def forget_object_info(self) -> None:
+        """A model file appeared or left: the next `object_info` asks ComfyUI again."""
+        self._object_info = None
+
     async def object_info(self, refresh: bool = False) -> dict[str, Any]:
         """ComfyUI's node definitions, cached until a model lookup misses."""
         assert self.client is not None

@@ -88,6 +88,13 @@ class JobService:
     async def object_info(self) -> dict[str, Any]:
         return await self._ready().object_info(refresh=True)
 
+    def models_changed(self) -> None:
+        """A model file appeared (placed by the model store): the executor's cached
+        object_info (its model lists) is stale."""
+        forget = getattr(self.executor, "forget_object_info", None)
+        if forget is not None:
+            forget()
+
     async def comfy_report(self) -> dict[str, Any]:
         """`system_stats` and the model files per folder (`/health?deep`)."""
         return await self._ready().report()
