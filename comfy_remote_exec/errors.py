@@ -141,4 +141,5 @@ class ProtocolMismatch(RemoteExecError):
 
 
 # Codes whose class a receiver may want to catch (`from_dict` rebuilds them).
-_BY_CODE: dict[str, type[RemoteExecError]] = {ProtocolMismatch.code: ProtocolMismatch}
+_BY_CODE: dict[str, type[RemoteExecError]] = {ProtocolMismatch.code: ProtocolMismatch,
+                                             "model_conflict": Conflict}

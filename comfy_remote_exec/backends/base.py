@@ -37,10 +37,10 @@ httpx states its transport's):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ..protocol import Event, JobSpec, OutputFile
 
@@ -78,3 +78,30 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ShipResult:
+    """What `ship_model` did: the file bytes `sent` (0 when the remote held them), and
+    whether the model was `placed` now or found there with the `same` bytes."""
+
+    folder: str
+    name: str
+    sha256: str
+    sent: int
+    placed: bool
+    same: bool
+
+
+@runtime_checkable
+class ModelStore(Protocol):
+    """A backend that can ship a local model file into the remote's model folders.
+
+    By content: bytes the remote already holds are not sent again; an upload cut
+    off (or a process restarted) goes on from the bytes the remote kept. A name
+    the remote holds with other bytes is never overwritten: `Conflict` with code
+    `model_conflict`."""
+
+    async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
+                         progress: Callable[[int, int], None] | None = None) -> ShipResult:
+        ...

@@ -1,6 +1,6 @@
 """Backend `http`: the worker's job API at any URL (any host, the local worker).
 
-A thin `Backend` over `jobapi.client.JobApiClient`: `submit` asks which
+A thin `Backend` (and `ModelStore`) over `jobapi.client.JobApiClient`: `submit` asks which
 input blobs the worker lacks, streams those up (`PUT /v1/blobs/{sha256}`, in
 parts when large), then posts the job; events come over SSE, outputs from
 the worker's URLs (in `Range` parts when large).
@@ -8,7 +8,7 @@ the worker's URLs (in `Range` parts when large).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -16,7 +16,7 @@ import httpx
 
 from ..jobapi.client import PART_SIZE, JobApiClient
 from ..protocol import Event, JobSpec, OutputFile
-from .base import Backend, Submitted
+from .base import Backend, ShipResult, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
 
 
@@ -42,6 +42,20 @@ class HttpBackend:
             else:
                 reused.append(sha)
         return Submitted(await self.api.submit(spec), uploaded, reused)
+
+    async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
+                         progress: Callable[[int, int], None] | None = None) -> ShipResult:
+        """`ModelStore`: upload the blob unless the worker holds it (in parts, resumed
+        from what it kept), then place it (`PUT /v1/models/{folder}/{name}`)."""
+        sent = 0
+        if await self.api.missing_blobs([sha256]):
+            sent = await self.api.upload_blob(sha256, path, progress, resume=True)
+        elif progress is not None:
+            size = path.stat().st_size
+            progress(size, size)
+        answer = await self.api.place_model(folder, name, sha256)
+        return ShipResult(folder, name, sha256, sent, bool(answer.get("placed")),
+                          bool(answer.get("same")))
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         return self.api.events(job_id, after)

@@ -13,7 +13,7 @@ import logging
 import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +22,7 @@ import httpx
 from ..errors import RemoteUnavailable
 from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from ..protocol import Event, JobSpec, OutputFile
-from .base import Backend, Submitted
+from .base import Backend, ShipResult, Submitted
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register
 
@@ -86,6 +86,11 @@ class LocalBackend:
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
         await (await self._backend()).download(job_id, output, dest)
+
+    async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
+                         progress: Callable[[int, int], None] | None = None) -> ShipResult:
+        """`ModelStore`: the worker's (started first if it is not running)."""
+        return await (await self._backend()).ship_model(folder, name, path, sha256, progress)
 
     async def health(self) -> dict[str, Any]:
         if self._http is None:

@@ -5,8 +5,8 @@ shipped: LoadImage, LoadImageMask, video and audio loaders, any upload COMBO,
 files in subfolders, and `name [input]` annotations. So are `name [output]`
 and `name [temp]` values (Load Image from Outputs iterating on an earlier
 result). Looking at values rather than at node types means custom loader
-nodes need no code here. Hashes are cached by path, size and mtime, so a 20 MB
-input is read once, not per run.
+nodes need no code here. Hashes are cached by path, size and mtime
+(`hashcache`), so a 20 MB input is read once, not per run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest
-from ..fsutil import confined, file_sha256
+from ..fsutil import confined
+from ..hashcache import HashCache
 from ..protocol import media_name, safe_relpath, split_annotation
 
 
@@ -46,17 +47,13 @@ def referenced_files(prompt: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 class InputHasher:
-    def __init__(self) -> None:
-        self._cache: dict[tuple[str, int, int], str] = {}
+    """Inputs hashed through the one `HashCache` (models use it too)."""
+
+    def __init__(self, cache: HashCache | None = None) -> None:
+        self.cache = cache or HashCache()
 
     def sha256(self, path: Path) -> tuple[str, int]:
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        if key not in self._cache:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[key] = file_sha256(path).hexdigest()
-        return self._cache[key], st.st_size
+        return self.cache.sha256(path)
 
     def collect(self, prompt: dict[str, Any], roots: dict[str, Path]) -> list[LocalInput]:
         """Every referenced file that exists under its folder's root (blocking: hashes).

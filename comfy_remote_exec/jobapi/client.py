@@ -25,9 +25,10 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
@@ -63,6 +64,25 @@ class _Counting:
     def write(self, data: bytes) -> int:
         self.count += len(data)
         return self.dest.write(data)
+
+
+Progress = Callable[[int, int], None]
+
+
+class _Sent:
+    """The file bytes an upload handed to the wire, and its `progress` callback."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.progress, self.count = total, progress, 0
+
+    async def counted(self, chunks: AsyncIterator[bytes], start: int) -> AsyncIterator[bytes]:
+        done = start
+        async for chunk in chunks:
+            yield chunk
+            self.count += len(chunk)
+            done += len(chunk)
+            if self.progress is not None:
+                self.progress(done, self.total)
 
 
 def _error_code(resp: httpx.Response) -> tuple[str | None, dict[str, Any]]:
@@ -135,18 +155,35 @@ class JobApiClient:
                                 json={"sha256": hashes})
         return list(resp.json()["missing"])
 
-    async def upload_blob(self, sha256: str, path: Path) -> None:
+    async def upload_blob(self, sha256: str, path: Path, progress: Progress | None = None,
+                          *, resume: bool = False) -> int:
         """Upload `path` as blob `sha256`: in one request, or in parts if it is larger
-        than a part (each resumed after a cut, until the worker has verified it)."""
+        than a part or `resume` is asked (each resumed after a cut, until the worker has
+        verified it). Returns the file bytes sent; `progress(done, total)` follows them
+        (`done` counts from where a resumed upload stood)."""
         size = path.stat().st_size
-        if size <= self.part_size or not await self._upload_parts(sha256, path, size):
-            await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
-                             content=file_chunks(path),
-                             headers={"Content-Type": "application/octet-stream"})
+        sent = _Sent(size, progress)
+        if ((size > self.part_size or resume)
+                and await self._upload_parts(sha256, path, size, sent)):
+            return sent.count
+        await self._call("PUT", f"/v1/blobs/{sha256}", f"uploading {path.name}",
+                         content=sent.counted(file_chunks(path), 0),
+                         headers={"Content-Type": "application/octet-stream"})
+        return sent.count
 
-    async def _upload_parts(self, sha256: str, path: Path, size: int) -> bool:
+    async def place_model(self, folder: str, name: str, sha256: str) -> dict[str, Any]:
+        """Place blob `sha256` as the worker's model `folder/name` (`PUT /v1/models`):
+        `{"placed": bool, "same": bool}`; other bytes there: `model_conflict` (409)."""
+        where = f"/v1/models/{quote(folder, safe='')}/{quote(name, safe='/')}"
+        resp = await self._call("PUT", where,
+                                f"placing {folder}/{name}", json={"sha256": sha256})
+        return dict(resp.json())
+
+    async def _upload_parts(self, sha256: str, path: Path, size: int,
+                            sent: _Sent | None = None) -> bool:
         """The upload in parts; False if the worker predates them (it then refuses the
         first status query, an empty body, with `hash_mismatch`)."""
+        sent = sent or _Sent(size, None)
         what = f"uploading {path.name}"
         received: int | None = None  # unknown: ask the worker first
         best, failures = -1, 0
@@ -159,7 +196,7 @@ class JobApiClient:
             try:
                 resp = await self.client.put(
                     f"{self.url}/v1/blobs/{sha256}",
-                    content=file_chunks(path, *body) if body else b"",
+                    content=sent.counted(file_chunks(path, *body), body[0]) if body else b"",
                     headers={**self.headers, "Content-Type": "application/octet-stream",
                              "Content-Range": part.header(),
                              "Content-Length": str(part.length)})

@@ -1,0 +1,90 @@
+"""A worker's job API on loopback with no ComfyUI behind: blobs and the model store.
+
+Shipping models needs only the blob route and `PUT /v1/models`; the real app
+(`worker.app.build_app`) serves them over a real `JobService` and `BlobStore`,
+with an executor that stands for the runner only as far as the model store
+reaches it (its object_info cache). `CountingTransport` counts the bytes a
+client puts on the wire (request lines, headers and bodies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp.test_utils import TestServer
+
+from comfy_remote_exec.worker.app import build_app
+from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
+from comfy_remote_exec.worker.inputs.blobs import BlobStore
+from comfy_remote_exec.worker.service.jobs import JobStore
+from comfy_remote_exec.worker.service.service import JobService
+
+TOKEN = "model-token"
+
+
+class ModelsOnlyExecutor:
+    healthy = True
+
+    def __init__(self) -> None:
+        self.forgotten = 0
+
+    def active(self) -> int:
+        return 0
+
+    def forget_object_info(self) -> None:
+        self.forgotten += 1
+
+    async def object_info(self, refresh: bool = False) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class ModelWorker:
+    url: str
+    models: Path
+    blobs: BlobStore
+    executor: ModelsOnlyExecutor
+
+
+@contextlib.asynccontextmanager
+async def model_worker(root: Path) -> AsyncIterator[ModelWorker]:
+    async with httpx.AsyncClient() as http:
+        blobs = BlobStore(root / "blobs", max_bytes=16 * 1024**3)
+        service = JobService(JobStore(root / "jobs"), blobs, http)
+        executor = ModelsOnlyExecutor()
+        service.attach(executor)  # type: ignore[arg-type]
+        async with TestServer(build_app(service, ComfyDirs(root / "base"), TOKEN)) as server:
+            yield ModelWorker(str(server.make_url("")).rstrip("/"), root / "base" / "models",
+                              blobs, executor)
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, transport: CountingTransport) -> None:
+        self.inner, self.transport = inner, transport
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            self.transport.sent += len(chunk)
+            yield chunk
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport, counting every request byte it is handed."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += len(request.method) + len(request.url.raw_path) + 12
+        self.sent += sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
+        request.stream = _CountedStream(request.stream, self)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
