@@ -31,6 +31,8 @@ SETTING_ENABLED = "RemoteExec.Enabled"
 SETTING_BACKEND = "RemoteExec.Backend"
 SETTING_URL = "RemoteExec.EndpointURL"
 SETTING_PARALLEL = "RemoteExec.ParallelJobs"
+SETTING_SHIP_MAX_GB = "RemoteExec.ShipModelsMaxGB"
+DEFAULT_SHIP_MAX_GB = 2.0
 
 
 
@@ -100,10 +102,12 @@ class RemoteConfig:
     url: str | None
     parallel: int
     token: str | None = None
+    ship_max_gb: float = DEFAULT_SHIP_MAX_GB  # local models up to this size ship with a run
 
     def public_view(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "backend": self.backend, "url": self.url,
-                "parallel": self.parallel, "token_configured": bool(self.token)}
+                "parallel": self.parallel, "token_configured": bool(self.token),
+                "ship_max_gb": self.ship_max_gb}
 
 
 def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
@@ -128,9 +132,15 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
         parallel = int(settings.get(SETTING_PARALLEL) or env.get("REMOTE_EXEC_PARALLEL") or 1)
     except (TypeError, ValueError):
         parallel = 1
+    try:
+        ship_max_gb = float(settings.get(SETTING_SHIP_MAX_GB)
+                            or env.get("REMOTE_EXEC_SHIP_MODELS_MAX_GB") or DEFAULT_SHIP_MAX_GB)
+    except (TypeError, ValueError):
+        ship_max_gb = DEFAULT_SHIP_MAX_GB
     return RemoteConfig(enabled=_truthy(enabled), backend=backend, url=url,
                         parallel=max(1, min(parallel, 64)),
-                        token=token_for(backend, env, secrets))
+                        token=token_for(backend, env, secrets),
+                        ship_max_gb=max(0.0, ship_max_gb))
 
 
 def _section(secrets: Mapping[str, Any], backend: str) -> Mapping[str, Any]:

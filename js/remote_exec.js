@@ -190,12 +190,38 @@ function toastError(detail) {
   }
 }
 
+// `remote_exec.shipping`: a local model the remote lacks goes up before the run.
+let shippingToast = null;
+function toastShipping(detail) {
+  const toast = app.extensionManager?.toast;
+  const name = plainText(`${detail.folder ?? ""}/${detail.name ?? ""}`);
+  const text = detail.finished ? `${name}: on the remote` : `${name}: ${detail.percent ?? 0}%`;
+  if (!toast?.add) {
+    console.info("[remote-exec] shipping", text);
+    return;
+  }
+  if (shippingToast && toast.remove) toast.remove(shippingToast);
+  shippingToast = { severity: "info", summary: "Shipping a model to the remote", detail: text,
+                    life: detail.finished ? 4000 : 60000 };
+  toast.add(shippingToast);
+}
+
 app.registerExtension({
   name: "RemoteExec",
   // Frontends without this API (1.27) ignore it; mountBadge() then uses the menu slot.
   actionBarButtons: [{ icon: `${HOOK}-dot`, label: "Remote", class: HOOK, onClick: openSettings }],
   settings: [
     // The dialog lists a category's settings last-registered first.
+    {
+      id: "RemoteExec.ShipModelsMaxGB",
+      category: ["Remote Exec", "Remote execution", "Ship models max GB"],
+      name: "Ship local models the remote lacks, up to (GB)",
+      tooltip: "A model the workflow uses that the remote lacks is uploaded before the run "
+        + "when it is at most this size. Larger ones: python -m comfy_remote_exec models sync.",
+      type: "number",
+      attrs: { min: 0, max: 1000, step: 0.5 },
+      defaultValue: initial.ship_max_gb ?? 2,
+    },
     {
       id: "RemoteExec.ParallelJobs",
       category: ["Remote Exec", "Remote execution", "Parallel jobs"],
@@ -237,6 +263,7 @@ app.registerExtension({
   async setup() {
     mountBadge();
     api.addEventListener("remote_exec.error", ({ detail }) => toastError(detail));
+    api.addEventListener("remote_exec.shipping", ({ detail }) => toastShipping(detail));
     await refreshBadge();
     setInterval(() => refreshBadge(), 15000);
   },

@@ -1,6 +1,8 @@
 """Run one accepted prompt on a backend and make it look local.
 
-In order: ship the inputs the remote lacks and submit, then follow the
+In order: ship the models preflight found the remote lacks (`shipping`, with
+the loader node's native progress bar and a `remote_exec.shipping` toast),
+ship the inputs the remote lacks and submit, then follow the
 remote's typed events until its terminal `job_status`. Each event is re-sent
 to the submitting client under the local prompt id; each `executed` waits for
 its files to land locally and then points at them; the history entry is
@@ -27,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ..backends.base import Backend
+from ..backends.base import Backend, ModelStore
 from ..errors import RemoteExecError
 from ..protocol import (
     CANCELLED,
@@ -57,6 +59,8 @@ from .host import Host
 from .inputs import InputHasher
 from .journal import DONE, SUBMITTED, Journal, RemoteJob
 from .landing import LandedFiles, Lander
+from .preflight import needs_from_json
+from .shipping import ShipNeed, ship_models
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +136,46 @@ class JobRun:
         """Note a cancel (the dispatcher tells the remote); False once the run ended."""
         return self.life.request_cancel()
 
+    async def _ship_models(self) -> None:
+        """Ship the models preflight found missing, before the job is submitted; the
+        percentage shows on the loader node's progress bar and in a toast."""
+        job = self.job
+        needs = needs_from_json(job.ship_models)
+        if not isinstance(self.backend, ModelStore):
+            raise RemoteExecError(f"the {self.backend.name} backend cannot ship models; put "
+                                  f"{', '.join(f'{n.folder}/{n.name}' for n, _ in needs)} on "
+                                  "the remote", code="ship_unsupported")
+        nodes = {(n.folder, n.name): node for n, node in needs}
+        shown: dict[tuple[str, str], int] = {}
+
+        def progress(need: ShipNeed, done: int, total: int) -> None:
+            percent = 100 if total <= 0 else min(100, done * 100 // total)
+            key = (need.folder, need.name)
+            if shown.get(key) == percent:
+                return
+            shown[key] = percent
+            self.host.send("remote_exec.shipping", {
+                "prompt_id": job.prompt_id, "folder": need.folder, "name": need.name,
+                "done": done, "total": total, "percent": percent, "finished": False},
+                job.client_id)
+            node = nodes.get(key)
+            if node is not None:
+                self.host.send("progress", {"value": percent, "max": 100, "node": node,
+                                            "prompt_id": job.prompt_id}, job.client_id)
+
+        results = await ship_models(self.backend, [n for n, _ in needs], self.hasher.cache,
+                                    progress)
+        for result in results:
+            self.host.send("remote_exec.shipping", {
+                "prompt_id": job.prompt_id, "folder": result.folder, "name": result.name,
+                "sent": result.sent, "percent": 100, "finished": True}, job.client_id)
+        job.ship_models = []
+        self.journal.save(job)
+
     async def _submit(self) -> None:
         job = self.job
+        if job.ship_models:
+            await self._ship_models()
         roots = {"input": self.host.input_dir, "output": self.host.output_dir,
                  "temp": self.host.temp_dir}
         files = await asyncio.to_thread(self.hasher.collect, job.prompt, roots)

@@ -40,6 +40,7 @@ class RemoteJob:
     reused: list[str] = field(default_factory=list)
     status: str | None = None
     error: dict[str, Any] | None = None
+    ship_models: list[dict[str, Any]] = field(default_factory=list)  # preflight's ShipNeeds
 
     def queue_item(self) -> list[Any]:
         """The job as an entry of ComfyUI's `/queue` lists."""
