@@ -40,9 +40,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ..protocol import Event, JobSpec, OutputFile
+from ..protocol.catalog import RemoteCatalog
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,18 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """Optional: what the remote offers (its node types and model files).
+
+    `catalog(known_version)` returns None while the remote's content_version is
+    still `known_version`, else the whole `RemoteCatalog`. The backend caches
+    nothing (the extension's `RemoteCatalogCache` does)."""
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None: ...
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        """Each name's sha256 on the remote, None where it has no such file."""
+        ...

@@ -22,6 +22,7 @@ import httpx
 from ..errors import RemoteUnavailable
 from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from ..protocol import Event, JobSpec, OutputFile
+from ..protocol.catalog import RemoteCatalog
 from .base import Backend, Submitted
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register
@@ -86,6 +87,12 @@ class LocalBackend:
 
     async def download(self, job_id: str, output: OutputFile, dest: BinaryIO) -> None:
         await (await self._backend()).download(job_id, output, dest)
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None:
+        return await (await self._backend()).catalog(known_version)
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        return await (await self._backend()).model_hashes(folder, names)
 
     async def health(self) -> dict[str, Any]:
         if self._http is None:

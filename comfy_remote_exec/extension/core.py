@@ -11,6 +11,7 @@ and model files this machine lacks are left to the remote (`validation`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import subprocess
@@ -32,6 +33,7 @@ from ..config import (
     token_for,
 )
 from ..errors import ConfigError, RemoteExecError
+from .catalog import MAX_AGE, RemoteCatalogCache
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
@@ -79,6 +81,7 @@ class RemoteExec:
         self.journal = Journal(state / "journal")
         self._warming: asyncio.Task[None] | None = None
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self.catalogs: dict[tuple[str, str | None], RemoteCatalogCache] = {}
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
                                      lambda: self.config().parallel, self._output_landed)
 
@@ -113,6 +116,26 @@ class RemoteExec:
         return spec.factory(BackendContext(
             url=url, token=token, env=self.env, comfyui_root=self.host.comfyui_root,
             state_dir=self.state, comfy_args=tuple(self.host.cache_args())))
+
+    def remote_enabled(self, user: str = DEFAULT_USER) -> bool:
+        """Whether remote mode is on for this user's requests (a broken config: off)."""
+        try:
+            return self.config(user).enabled
+        except RemoteExecError:
+            return False
+
+    def catalog_for(self, user: str = DEFAULT_USER) -> RemoteCatalogCache:
+        """The catalog cache of the user's remote (one per backend kind and endpoint)."""
+        cfg = self.config(user)
+        backend = self.backend(cfg.backend, cfg.url, cfg.token)
+        key = (cfg.backend, cfg.url)
+        cache = self.catalogs.get(key)
+        if cache is None or cache.backend is not backend:  # first use, or a new credential
+            name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            cache = self.catalogs[key] = RemoteCatalogCache(
+                backend, self.state / "catalog" / f"{name}.json",
+                max_age=float(getattr(backend, "catalog_max_age", MAX_AGE)))
+        return cache
 
     def _output_landed(self, entry: dict[str, Any]) -> None:
         if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
@@ -209,11 +232,17 @@ class RemoteExec:
         warm_up = getattr(backend, "warm_up", None)  # a backend that starts its own worker
         if warm_up is not None:
             self._warming = asyncio.get_running_loop().create_task(warm_up())
+        if backend is not None:  # the UI's first load may show the remote's models
+            cache = self.catalog_for()
+            if cache.current() is None or cache.stale():
+                cache.refresh_soon()
 
     async def stop(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
         await self.dispatcher.close()
+        for cache in self.catalogs.values():
+            await cache.close()
         for backend in self.backends.values():
             try:
                 await backend.close()
@@ -226,6 +255,10 @@ class RemoteExec:
         except ConfigError as exc:
             cfg = {"error": exc.message}
         running, pending = self.dispatcher.queue_items()
-        return {"config": cfg, "running": [item[1] for item in running],
+        try:
+            catalog = self.catalog_for(user).status()
+        except RemoteExecError:
+            catalog = None
+        return {"config": cfg, "catalog": catalog, "running": [item[1] for item in running],
                 "pending": [item[1] for item in pending],
                 "backends": [spec.public_view() for spec in registry.specs().values()]}
