@@ -19,6 +19,7 @@ import httpx
 from aiohttp.test_utils import TestServer
 
 from comfy_remote_exec.worker.app import build_app
+from comfy_remote_exec.worker.comfy.models import ModelFile
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
 from comfy_remote_exec.worker.inputs.blobs import BlobStore
 from comfy_remote_exec.worker.service.jobs import JobStore
@@ -30,8 +31,18 @@ TOKEN = "model-token"
 class ModelsOnlyExecutor:
     healthy = True
 
-    def __init__(self) -> None:
+    def __init__(self, models: Path) -> None:
+        self.models = models
         self.forgotten = 0
+
+    async def model_files(self) -> dict[str, list[ModelFile]]:
+        """The files under `models/<folder>`, as the runner lists ComfyUI's."""
+        out: dict[str, list[ModelFile]] = {}
+        for folder in sorted(self.models.iterdir()) if self.models.is_dir() else []:
+            out[folder.name] = [ModelFile(p.relative_to(folder).as_posix(), p.stat().st_size, p)
+                                for p in sorted(folder.rglob("*")) if p.is_file()
+                                and not p.name.startswith(".")]
+        return out
 
     def active(self) -> int:
         return 0
@@ -56,7 +67,7 @@ async def model_worker(root: Path) -> AsyncIterator[ModelWorker]:
     async with httpx.AsyncClient() as http:
         blobs = BlobStore(root / "blobs", max_bytes=16 * 1024**3)
         service = JobService(JobStore(root / "jobs"), blobs, http)
-        executor = ModelsOnlyExecutor()
+        executor = ModelsOnlyExecutor(root / "base" / "models")
         service.attach(executor)  # type: ignore[arg-type]
         async with TestServer(build_app(service, ComfyDirs(root / "base"), TOKEN)) as server:
             yield ModelWorker(str(server.make_url("")).rstrip("/"), root / "base" / "models",

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from ..protocol import Event, JobSpec, OutputFile
+from ..protocol.catalog import RemoteCatalog
 
 
 @dataclass(frozen=True)
@@ -104,4 +105,19 @@ class ModelStore(Protocol):
 
     async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:
+        ...
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    """Optional: what the remote offers (its node types and model files).
+
+    `catalog(known_version)` returns None while the remote's content_version is
+    still `known_version`, else the whole `RemoteCatalog`. The backend caches
+    nothing (the extension's `RemoteCatalogCache` does)."""
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None: ...
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        """Each name's sha256 on the remote, None where it has no such file."""
         ...

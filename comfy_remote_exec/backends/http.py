@@ -14,8 +14,10 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from ..errors import RemoteUnavailable
 from ..jobapi.client import PART_SIZE, JobApiClient
 from ..protocol import Event, JobSpec, OutputFile
+from ..protocol.catalog import RemoteCatalog, models_from_dict
 from .base import Backend, ShipResult, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
 
@@ -68,6 +70,22 @@ class HttpBackend:
 
     async def health(self) -> dict[str, Any]:
         return await self.api.health()
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None:
+        """The worker's catalog, or None while its version is `known_version` (a 304)."""
+        for _ in range(3):  # a model may land between the two reads: read both again
+            version, info = await self.api.object_info(known_version)
+            if info is None:
+                return None
+            listing = await self.api.models()
+            if version is None or listing.get("content_version") == version:
+                return RemoteCatalog(str(listing.get("content_version") or ""), info,
+                                     models_from_dict(listing.get("folders") or {}))
+        raise RemoteUnavailable("the worker's models keep changing while they are read",
+                                code="catalog_unstable", retryable=True)
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        return await self.api.model_hashes(folder, names)
 
     async def close(self) -> None:
         await self.api.close()

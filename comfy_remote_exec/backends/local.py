@@ -22,6 +22,7 @@ import httpx
 from ..errors import RemoteUnavailable
 from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
 from ..protocol import Event, JobSpec, OutputFile
+from ..protocol.catalog import RemoteCatalog
 from .base import Backend, ShipResult, Submitted
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register
@@ -91,6 +92,12 @@ class LocalBackend:
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:
         """`ModelStore`: the worker's (started first if it is not running)."""
         return await (await self._backend()).ship_model(folder, name, path, sha256, progress)
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None:
+        return await (await self._backend()).catalog(known_version)
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        return await (await self._backend()).model_hashes(folder, names)
 
     async def health(self) -> dict[str, Any]:
         if self._http is None:

@@ -52,6 +52,7 @@ from ..protocol import (
     OutputFile,
     b64encode,
 )
+from ..protocol.catalog import DESCRIBE, MODEL_HASHES, RemoteCatalog, unpack_catalog
 from ..protocol.runpod import (
     BlobsAnswer,
     BlobsRequest,
@@ -221,6 +222,11 @@ class RunpodBackend:
 
     async def _run_op(self, body: dict[str, Any]) -> Any:
         """Run a worker operation as a job of its own and return its one answer."""
+        return (await self._run_op_all(body))[0]
+
+    async def _run_op_all(self, body: dict[str, Any]) -> list[Any]:
+        """Run a worker operation as a job of its own and return its answers (the
+        stream's chunks); a streamed error chunk is raised."""
         job_id = await self._run(body, "asking the worker")
         delay = POLL_MIN
         while True:
@@ -229,11 +235,29 @@ class RunpodBackend:
             if state in TERMINAL:
                 output = status.get("output")
                 if state == "COMPLETED" and output:
-                    return output[0] if isinstance(output, list) else output
+                    answers = output if isinstance(output, list) else [output]
+                    for answer in answers:
+                        if isinstance(parse_chunk(answer), ErrorChunk):
+                            raise parse_chunk(answer).error  # type: ignore[union-attr]
+                    return answers
                 raise ended(str(state), status).error or RemoteUnavailable(
                     f"the worker could not answer: its job ended {state} without an answer")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX)
+
+    # -- the catalog (a job: the worker's routes are not reachable) ----------------------
+
+    catalog_max_age = 24 * 3600.0  # each check is a job, which may wake a GPU worker
+
+    async def catalog(self, known_version: str | None) -> RemoteCatalog | None:
+        return unpack_catalog(await self._run_op_all(
+            {"action": DESCRIBE, "known_version": known_version}))
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        answer = await self._run_op({"action": MODEL_HASHES, "folder": folder,
+                                     "names": list(names)})
+        hashes = answer.get("hashes") if isinstance(answer, dict) else None
+        return {str(k): (str(v) if v else None) for k, v in (hashes or {}).items()}
 
     # -- events -------------------------------------------------------------------------
 

@@ -115,6 +115,14 @@ class ComfyHost:
     def has_jobs_api(self) -> bool:
         return _validate_job_id is not None
 
+    def model_path(self, folder: str, name: str) -> Path | None:
+        """The local file of model `folder/name` (folder_paths, extra paths included)."""
+        try:
+            path = folder_paths.get_full_path(folder, name)
+        except Exception:  # an unknown folder, or a name folder_paths refuses
+            return None
+        return Path(path) if path else None
+
     def cache_args(self) -> list[str]:
         from comfy.cli_args import args
 

@@ -5,12 +5,15 @@
 graph ComfyUI refuses, honouring a client's `prompt_id`, `front`, `number`
 and `partial_execution_targets`) when remote mode is on for this request, and
 returns None otherwise so ComfyUI handles it untouched. Checks of node types
-and model files this machine lacks are left to the remote (`validation`).
+and model files this machine lacks are left to the remote (`validation`); with
+the remote's catalog cached, `preflight` checks them against what the remote
+offers before any GPU time, and lists the local models to ship with the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import subprocess
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import registry
-from ..backends.base import Backend
+from ..backends.base import Backend, ModelStore
 from ..backends.registry import BackendContext
 from ..config import (
     RemoteConfig,
@@ -32,9 +35,13 @@ from ..config import (
     token_for,
 )
 from ..errors import ConfigError, RemoteExecError
+from ..hashcache import HashCache
+from .catalog import MAX_AGE, RemoteCatalogCache
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
+from .inputs import InputHasher
 from .journal import Journal, RemoteJob
+from .preflight import Preflight, conflicts, needs_to_json, preflight
 from .validation import lenient
 
 log = logging.getLogger(__name__)
@@ -79,8 +86,13 @@ class RemoteExec:
         self.journal = Journal(state / "journal")
         self._warming: asyncio.Task[None] | None = None
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self.catalogs: dict[tuple[str, str | None], RemoteCatalogCache] = {}
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
                                      lambda: self.config().parallel, self._output_landed)
+        # One hash cache for inputs and models, kept across restarts.
+        self.hashes = HashCache(state / "hashes.json")
+        self.dispatcher.hasher = InputHasher(self.hashes)
+        self._remote_hashes: dict[tuple[str, str, str], str | None] = {}
 
     # -- configuration ----------------------------------------------------------------
 
@@ -113,6 +125,26 @@ class RemoteExec:
         return spec.factory(BackendContext(
             url=url, token=token, env=self.env, comfyui_root=self.host.comfyui_root,
             state_dir=self.state, comfy_args=tuple(self.host.cache_args())))
+
+    def remote_enabled(self, user: str = DEFAULT_USER) -> bool:
+        """Whether remote mode is on for this user's requests (a broken config: off)."""
+        try:
+            return self.config(user).enabled
+        except RemoteExecError:
+            return False
+
+    def catalog_for(self, user: str = DEFAULT_USER) -> RemoteCatalogCache:
+        """The catalog cache of the user's remote (one per backend kind and endpoint)."""
+        cfg = self.config(user)
+        backend = self.backend(cfg.backend, cfg.url, cfg.token)
+        key = (cfg.backend, cfg.url)
+        cache = self.catalogs.get(key)
+        if cache is None or cache.backend is not backend:  # first use, or a new credential
+            name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            cache = self.catalogs[key] = RemoteCatalogCache(
+                backend, self.state / "catalog" / f"{name}.json",
+                max_age=float(getattr(backend, "catalog_max_age", MAX_AGE)))
+        return cache
 
     def _output_landed(self, entry: dict[str, Any]) -> None:
         if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
@@ -166,6 +198,14 @@ class RemoteExec:
         if verdict is not None and not verdict.ok:
             log.warning("invalid prompt: %s", verdict.error)
             return 400, verdict.refusal()
+        backend_name = str(override.get("backend") or cfg.backend)
+        url = override.get("url") or cfg.url
+        checked_remote = None
+        if (backend_name, url) == (cfg.backend, cfg.url):
+            checked_remote = await self.preflight(prompt, user)
+        if checked_remote is not None and not checked_remote.ok:
+            log.warning("prompt refused by preflight: %s", checked_remote.refusal()["error"])
+            return 400, checked_remote.refusal()
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
@@ -176,12 +216,46 @@ class RemoteExec:
         job = RemoteJob(
             prompt_id=prompt_id, number=number, prompt=prompt, extra_data=extra,
             client_id=extra.get("client_id"), outputs_to_execute=outputs,
-            backend=str(override.get("backend") or cfg.backend),
-            url=override.get("url") or cfg.url,
-            partial_execution_targets=outputs if verdict is not None else targets)
+            backend=backend_name, url=url,
+            partial_execution_targets=outputs if verdict is not None else targets,
+            ship_models=[] if checked_remote is None
+            else needs_to_json(checked_remote.ship, checked_remote.ship_nodes))
         self.dispatcher.add(job)
         return 200, {"prompt_id": prompt_id, "number": number,
                      "node_errors": verdict.node_errors if verdict is not None else {}}
+
+    async def preflight(self, prompt: dict[str, Any], user: str = DEFAULT_USER
+                        ) -> Preflight | None:
+        """The prompt against the remote's cached catalog (None: no catalog yet, so the
+        remote's own validation decides). A refusal is checked once more against a
+        fresh catalog, so a remote that changed since is not refused on old news."""
+        try:
+            cache = self.catalog_for(user)
+            cfg = self.config(user)
+        except RemoteExecError:
+            return None
+        catalog = cache.current()
+        if catalog is None:
+            return None
+        backend = cache.backend
+        local = getattr(self.host, "model_path", None) or (lambda _f, _n: None)
+        limit = int(cfg.ship_max_gb * 1024**3)
+        can_ship = isinstance(backend, ModelStore)
+        for attempt in range(2):
+            result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
+            if result.ok:
+                await conflicts(result, prompt, catalog, getattr(backend, "model_hashes", None),
+                                lambda path: self.hashes.sha256(path)[0], self._remote_hashes)
+            if result.ok or attempt:
+                return result
+            try:
+                fresh = await cache.refresh()
+            except RemoteExecError:
+                return result
+            if fresh is None or fresh.content_version == catalog.content_version:
+                return result
+            catalog = fresh
+        return None
 
     async def interrupt(self, prompt_id: str | None) -> None:
         if prompt_id:
@@ -209,11 +283,17 @@ class RemoteExec:
         warm_up = getattr(backend, "warm_up", None)  # a backend that starts its own worker
         if warm_up is not None:
             self._warming = asyncio.get_running_loop().create_task(warm_up())
+        if backend is not None:  # the UI's first load may show the remote's models
+            cache = self.catalog_for()
+            if cache.current() is None or cache.stale():
+                cache.refresh_soon()
 
     async def stop(self) -> None:
         if self._warming is not None:
             self._warming.cancel()
         await self.dispatcher.close()
+        for cache in self.catalogs.values():
+            await cache.close()
         for backend in self.backends.values():
             try:
                 await backend.close()
@@ -226,6 +306,10 @@ class RemoteExec:
         except ConfigError as exc:
             cfg = {"error": exc.message}
         running, pending = self.dispatcher.queue_items()
-        return {"config": cfg, "running": [item[1] for item in running],
+        try:
+            catalog = self.catalog_for(user).status()
+        except RemoteExecError:
+            catalog = None
+        return {"config": cfg, "catalog": catalog, "running": [item[1] for item in running],
                 "pending": [item[1] for item in pending],
                 "backends": [spec.public_view() for spec in registry.specs().values()]}

@@ -23,8 +23,21 @@ def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
         try:
             cfg = core.config(core.host.request_user(request))
             backend = core.backend(cfg.backend, cfg.url, cfg.token)
-            return web.json_response({"ok": True, "backend": cfg.backend,
-                                      "remote": await backend.health()})
+            remote = await backend.health()
+            core.catalog_for(core.host.request_user(request)).note_version(
+                remote.get("content_version"))
+            return web.json_response({"ok": True, "backend": cfg.backend, "remote": remote})
+        except RemoteExecError as exc:
+            return web.json_response({"ok": False, "error": {
+                "code": exc.code, "message": exc.message}})
+
+    @routes.post("/remote_exec/catalog/refresh")
+    async def refresh_catalog(request: web.Request) -> web.Response:
+        """Read the remote's models and nodes again now."""
+        try:
+            cache = core.catalog_for(core.host.request_user(request))
+            await cache.refresh(force=True)
+            return web.json_response({"ok": True, "catalog": cache.status()})
         except RemoteExecError as exc:
             return web.json_response({"ok": False, "error": {
                 "code": exc.code, "message": exc.message}})

@@ -104,7 +104,7 @@ def _is_cut(resp: httpx.Response) -> bool:
 
 
 def _raise_for(resp: httpx.Response, what: str) -> None:
-    if resp.is_success:
+    if resp.is_success or resp.status_code == 304:  # 304: only conditional requests get it
         return
     try:
         body = resp.json()
@@ -331,6 +331,29 @@ class JobApiClient:
                 await asyncio.sleep(self.retry_delays[failures - 1])
             else:
                 failures = 0
+
+    async def object_info(self, known_version: str | None = None
+                          ) -> tuple[str | None, dict[str, Any] | None]:
+        """`(content_version, object_info)`; `(version, None)` when it is `known_version`
+        still (the worker answered 304)."""
+        headers = {"If-None-Match": f'"{known_version}"'} if known_version else None
+        resp = await self._call("GET", "/v1/object_info", "reading the worker's nodes",
+                                headers=headers)
+        version = resp.headers.get("ETag", "").removeprefix("W/").strip('"') or None
+        if resp.status_code == 304:
+            return version or known_version, None
+        return version, dict(resp.json())
+
+    async def models(self) -> dict[str, Any]:
+        """`{"content_version", "folders": {folder: [{name, size}]}}`."""
+        resp = await self._call("GET", "/v1/models", "listing the worker's models")
+        return dict(resp.json())
+
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        resp = await self._call("POST", "/v1/models/hashes", "hashing the worker's models",
+                                json={"folder": folder, "names": names})
+        hashes = resp.json().get("hashes") or {}
+        return {str(k): (str(v) if v else None) for k, v in hashes.items()}
 
     async def health(self) -> dict[str, Any]:
         resp = await self._call("GET", "/health", "checking the worker")

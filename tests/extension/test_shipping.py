@@ -53,6 +53,7 @@ async def test_a_model_ships_once_and_a_second_ship_sends_almost_nothing(
         http = backend(wire, worker.url)
         assert isinstance(http, ModelStore)
         hashes = HashCache(tmp_path / "hashes.json")
+        version = (await http.health())["content_version"]
         seen: list[int] = []
         first = await ship_models(http, [need(model_file, "sub/big.safetensors")], hashes,
                                   lambda _n, done, _t: seen.append(done))
@@ -63,6 +64,7 @@ async def test_a_model_ships_once_and_a_second_ship_sends_almost_nothing(
         local_sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
         assert hashlib.sha256(placed.read_bytes()).hexdigest() == local_sha
         assert worker.executor.forgotten == 1
+        assert (await http.health())["content_version"] != version, "the catalog moved"
 
         before = wire.sent
         again = await ship_models(http, [need(model_file, "sub/big.safetensors")], hashes)

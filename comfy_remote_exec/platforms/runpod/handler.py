@@ -69,6 +69,13 @@ from ...protocol import (
     b64encode,
     check_version,
 )
+from ...protocol.catalog import (
+    DESCRIBE,
+    MODEL_HASHES,
+    RemoteCatalog,
+    models_from_dict,
+    pack_catalog,
+)
 from ...protocol.runpod import BlobsAnswer, BlobsRequest, ErrorChunk, EventsChunk, FilePart
 from ...worker.comfy.outputs import ComfyDirs
 from ...worker.service.storage import S3Storage
@@ -156,6 +163,13 @@ class RunpodHandler:
         blobs = BlobsRequest.parse(body)
         if blobs is not None:
             yield (await self.blobs_op(blobs)).to_wire()
+            return
+        if body.get("action") in (DESCRIBE, MODEL_HASHES):
+            try:
+                for answer in await self.catalog_op(body):
+                    yield answer
+            except RemoteExecError as exc:
+                yield ErrorChunk(exc).to_wire()
             return
         compat = is_worker_comfyui(body)
         try:
@@ -286,6 +300,24 @@ class RunpodHandler:
                     item.url = await self.storage.download_url(f"blobs/{item.sha256}")
                     item.sha256 = None
         return spec
+
+    async def catalog_op(self, body: dict[str, Any]) -> list[JsonObject]:
+        """What the worker offers (`describe`), or its models' hashes (`model_hashes`),
+        read from the worker's catalog routes."""
+        if body["action"] == MODEL_HASHES:
+            names = body.get("names")
+            hashes = await self.api.model_hashes(
+                str(body.get("folder") or ""),
+                [str(n) for n in names] if isinstance(names, list) else [])
+            return [{"hashes": dict(hashes)}]
+        known = body.get("known_version")
+        version, info = await self.api.object_info(known if isinstance(known, str) else None)
+        if info is None:
+            return [{"content_version": version, "unchanged": True}]
+        listing = await self.api.models()
+        catalog = RemoteCatalog(str(listing.get("content_version") or version or ""), info,
+                                models_from_dict(listing.get("folders") or {}))
+        return list(pack_catalog(catalog, CHUNK_LIMIT - 1024))
 
     async def blobs_op(self, request: BlobsRequest) -> BlobsAnswer:
         """What the worker's volume and the bucket lack, with upload URLs for it."""

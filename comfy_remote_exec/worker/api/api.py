@@ -20,6 +20,7 @@ The handlers reach the job service only; it alone talks to the runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -43,6 +44,7 @@ from ...protocol import (
 from ..comfy.outputs import ComfyDirs
 from ..service.jobs import Job
 from ..service.service import JobService
+from .catalog import catalog_hashes, catalog_models, catalog_object_info
 from .views import inline_mode, job_summary, job_view, public_status, read_inline, submit_answer
 
 log = logging.getLogger(__name__)
@@ -254,7 +256,15 @@ def add_routes(routes: web.RouteTableDef) -> None:
 
     @routes.get("/v1/object_info")
     async def object_info(request: web.Request) -> web.Response:
-        return web.json_response(await request.app[SERVICE].object_info())
+        return await catalog_object_info(request.app[SERVICE], request)
+
+    @routes.get("/v1/models")
+    async def models(request: web.Request) -> web.Response:
+        return await catalog_models(request.app[SERVICE], request)
+
+    @routes.post("/v1/models/hashes")
+    async def model_hashes(request: web.Request) -> web.Response:
+        return await catalog_hashes(request.app[SERVICE], await read_json(request))
 
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:
@@ -265,6 +275,9 @@ def add_routes(routes: web.RouteTableDef) -> None:
             "protocol": PROTOCOL_VERSION, "protocols": sorted(SUPPORTED_VERSIONS),
             "jobs_active": service.active(),
         }
+        if healthy:
+            with contextlib.suppress(RemoteExecError):
+                body["content_version"] = await service.catalog.version()
         if "deep" in request.query:
             body |= await service.comfy_report()
         return web.json_response(body, status=200 if healthy else 503)

@@ -170,6 +170,11 @@ class ComfyClient:
                                     code="comfyui_error")
         return data
 
+    async def get_json(self, path: str) -> Any:
+        """Any of ComfyUI's JSON routes; None unless it answered 200."""
+        status, data = await self._request("GET", path)
+        return data if status == 200 else None
+
     async def models(self, folder: str | None = None) -> Any:
         _, data = await self._request("GET", f"/models/{folder}" if folder else "/models")
         return data

@@ -50,6 +50,7 @@ from ..inputs.prepare import (
 )
 from .comfy_client import ComfyClient, Message
 from .comfy_process import ComfyProcess
+from .models import ModelFile, model_files
 from .outputs import ComfyDirs, describe
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,11 @@ class Runner:
         return {"system_stats": await self.client.system_stats(),
                 "models": {folder: await self.client.models(folder)
                            for folder in (folders if isinstance(folders, list) else [])}}
+
+    async def model_files(self) -> dict[str, list[ModelFile]]:
+        """The model files ComfyUI lists, with sizes and paths (`models.model_files`)."""
+        assert self.client is not None
+        return await model_files(self.client)
 
     # -- submitting ---------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from ..inputs.blobs import BlobStore, PartResult
 from ..inputs.media import check_content, image_ext
 from ..inputs.prepare import apply_overrides
 from ..inputs.urls import check_url, fetch_url
+from .catalog import WorkerCatalog
 from .jobs import Job
 from .seams import Executor, LocalStorage, Storage, Store
 from .webhooks import WebhookSender
@@ -63,6 +64,8 @@ class JobService:
         self.webhooks = WebhookSender(http, allow_private=allow_private_urls)
         self.keep_jobs = keep_jobs
         self.preview_grace = PREVIEW_GRACE
+        # What this worker offers; `catalog.invalidate()` after a model file was placed.
+        self.catalog = WorkerCatalog(self._ready)
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
         for job in self.jobs.values():
             job.listener = self._moved
@@ -90,10 +93,11 @@ class JobService:
 
     def models_changed(self) -> None:
         """A model file appeared (placed by the model store): the executor's cached
-        object_info (its model lists) is stale."""
+        object_info (its model lists) and the catalog (its content_version) are stale."""
         forget = getattr(self.executor, "forget_object_info", None)
         if forget is not None:
             forget()
+        self.catalog.invalidate()
 
     async def comfy_report(self) -> dict[str, Any]:
         """`system_stats` and the model files per folder (`/health?deep`)."""
