@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from comfy_remote_exec.errors import BadRequest
 from comfy_remote_exec.worker.app import build_app
 from comfy_remote_exec.worker.comfy.models import ModelFile
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
@@ -34,6 +36,10 @@ class ModelsOnlyExecutor:
     def __init__(self, models: Path) -> None:
         self.models = models
         self.forgotten = 0
+        self.info: dict[str, Any] = {}  # the object_info it answers
+
+    async def submit(self, job_id: str, *args: Any, **kwargs: Any) -> str:
+        raise BadRequest("this stand-in worker runs no ComfyUI", code="no_comfyui")
 
     async def model_files(self) -> dict[str, list[ModelFile]]:
         """The files under `models/<folder>`, as the runner lists ComfyUI's."""
@@ -51,7 +57,7 @@ class ModelsOnlyExecutor:
         self.forgotten += 1
 
     async def object_info(self, refresh: bool = False) -> dict[str, Any]:
-        return {}
+        return self.info
 
 
 @dataclass
@@ -60,6 +66,7 @@ class ModelWorker:
     models: Path
     blobs: BlobStore
     executor: ModelsOnlyExecutor
+    requests: list[str]  # "METHOD /path" of every request served
 
 
 @contextlib.asynccontextmanager
@@ -69,9 +76,16 @@ async def model_worker(root: Path) -> AsyncIterator[ModelWorker]:
         service = JobService(JobStore(root / "jobs"), blobs, http)
         executor = ModelsOnlyExecutor(root / "base" / "models")
         service.attach(executor)  # type: ignore[arg-type]
-        async with TestServer(build_app(service, ComfyDirs(root / "base"), TOKEN)) as server:
+        app = build_app(service, ComfyDirs(root / "base"), TOKEN)
+        requests: list[str] = []
+
+        async def seen(request: web.Request, _resp: web.StreamResponse) -> None:
+            requests.append(f"{request.method} {request.path}")
+
+        app.on_response_prepare.append(seen)
+        async with TestServer(app) as server:
             yield ModelWorker(str(server.make_url("")).rstrip("/"), root / "base" / "models",
-                              blobs, executor)
+                              blobs, executor, requests)
 
 
 class _CountedStream(httpx.AsyncByteStream):
