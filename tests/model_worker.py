@@ -113,3 +113,38 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class LocalHost:
+    """The extension's Host without ComfyUI: local models under `root/models`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.history: dict[str, Any] = {}
+
+    input_dir = property(lambda self: self.root / "input")
+    output_dir = property(lambda self: self.root / "output")
+    temp_dir = property(lambda self: self.root / "temp")
+    comfyui_root = property(lambda self: self.root)
+
+    def model_path(self, folder: str, name: str) -> Path | None:
+        path = self.root / "models" / folder / name
+        return path if path.is_file() else None
+
+    def send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
+        self.sent.append((event, data))
+
+    def send_preview(self, *args: Any) -> None: ...
+    def next_number(self, front: bool) -> int: return 1
+    def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]: return body
+    def check_prompt_id(self, value: object) -> str: return str(value)
+    async def validate(self, *args: Any) -> None: return None
+    def cache_args(self) -> list[str]: return []
+    def has_jobs_api(self) -> bool: return False
+    def queue_changed(self) -> None: ...
+    def settings(self, user: str = "default") -> dict[str, Any]: return {}
+    def request_user(self, request: Any) -> str: return "default"
+
+    def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
+        self.history[prompt_id] = entry

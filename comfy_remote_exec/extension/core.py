@@ -227,8 +227,9 @@ class RemoteExec:
     async def preflight(self, prompt: dict[str, Any], user: str = DEFAULT_USER
                         ) -> Preflight | None:
         """The prompt against the remote's cached catalog (None: no catalog yet, so the
-        remote's own validation decides). A refusal is checked once more against a
-        fresh catalog, so a remote that changed since is not refused on old news."""
+        remote's own validation decides). A refusal from a stale catalog is checked once
+        more against a refreshed one, so a remote that changed since is not refused on
+        old news; a fresh one is trusted (on RunPod, asking would start a job)."""
         try:
             cache = self.catalog_for(user)
             cfg = self.config(user)
@@ -246,7 +247,7 @@ class RemoteExec:
             if result.ok:
                 await conflicts(result, prompt, catalog, getattr(backend, "model_hashes", None),
                                 lambda path: self.hashes.sha256(path)[0], self._remote_hashes)
-            if result.ok or attempt:
+            if result.ok or attempt or not cache.stale():
                 return result
             try:
                 fresh = await cache.refresh()
