@@ -1,0 +1,1 @@
+"""Local model files and the remote's: compare and ship (`sync`, `cli`)."""
