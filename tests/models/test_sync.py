@@ -10,6 +10,7 @@ dispatches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -100,8 +101,6 @@ def test_subcommands_dispatch(args: list[str], expect: str,
                               capsys: pytest.CaptureFixture[str]) -> None:
     from comfy_remote_exec.__main__ import main
 
-    try:
+    with contextlib.suppress(SystemExit):
         main(args)
-    except SystemExit:
-        pass
     assert expect in capsys.readouterr().out
