@@ -143,6 +143,12 @@ def resolve(settings: Mapping[str, Any], env: Mapping[str, str] | None = None,
                         ship_max_gb=max(0.0, ship_max_gb))
 
 
+def backend_section(secrets: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    """The backend's section of the secrets file (its settings beside the credential),
+    for its factory only: never shown or logged."""
+    return dict(_section(secrets, backend))
+
+
 def _section(secrets: Mapping[str, Any], backend: str) -> Mapping[str, Any]:
     raw = secrets.get(backend)
     return raw if isinstance(raw, dict) else {}

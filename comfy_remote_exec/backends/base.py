@@ -83,8 +83,9 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class ShipResult:
-    """What `ship_model` did: the file bytes `sent` (0 when the remote held them), and
-    whether the model was `placed` now or found there with the `same` bytes."""
+    """What `ship_model` did: the file bytes `sent` (0 when the remote held them),
+    whether the model was `placed` now or found there with the `same` bytes, and
+    whether the store `verified` the placed file's sha256 on its own."""
 
     folder: str
     name: str
@@ -92,6 +93,7 @@ class ShipResult:
     sent: int
     placed: bool
     same: bool
+    verified: bool = False  # the store checked the placed bytes' sha256 itself
 
 
 @runtime_checkable

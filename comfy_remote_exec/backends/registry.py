@@ -38,6 +38,8 @@ class BackendContext:
     comfyui_root: Path
     state_dir: Path
     comfy_args: tuple[str, ...] = ()  # this ComfyUI's flags a worker here should share
+    # The backend's section of the secrets file (settings beside its credential).
+    section: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

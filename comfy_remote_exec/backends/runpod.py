@@ -33,7 +33,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -62,8 +62,9 @@ from ..protocol.runpod import (
     decode_error,
     parse_chunk,
 )
-from .base import Backend, Submitted
+from .base import Backend, ShipResult, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
+from .runpod_volume import NetworkVolumeStore, VolumeConfig
 
 DEFAULT_API = "https://api.runpod.ai/v2"
 # /run takes 10 MB of JSON and base64 adds a third: the inputs inlined in one job
@@ -358,10 +359,28 @@ class RunpodBackend:
             await self.client.aclose()
 
 
+class RunpodVolumeBackend(RunpodBackend):
+    """A RunPod endpoint whose network volume is configured: also a `ModelStore`, which
+    ships models into the volume over RunPod's S3 API (`runpod_volume`), no job needed."""
+
+    def __init__(self, endpoint: str, api_key: str | None, *, volume: NetworkVolumeStore,
+                 **kwargs: Any) -> None:
+        super().__init__(endpoint, api_key, **kwargs)
+        self.volume = volume
+
+    async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
+                         progress: Callable[[int, int], None] | None = None) -> ShipResult:
+        return await self.volume.ship_model(folder, name, path, sha256, progress)
+
+
 def _make(ctx: BackendContext) -> Backend:
     endpoint = require_url(ctx, "runpod", "an endpoint id")
-    return RunpodBackend(endpoint, ctx.token,
-                         api_base=ctx.env.get("RUNPOD_API_BASE", DEFAULT_API))
+    api_base = ctx.env.get("RUNPOD_API_BASE", DEFAULT_API)
+    volume = VolumeConfig.from_settings(ctx.env, ctx.section)
+    if volume is not None:
+        return RunpodVolumeBackend(endpoint, ctx.token, api_base=api_base,
+                                   volume=NetworkVolumeStore(volume))
+    return RunpodBackend(endpoint, ctx.token, api_base=api_base)
 
 
 register(BackendSpec("runpod", "a RunPod serverless endpoint running the worker image", _make,

@@ -29,6 +29,7 @@ from ..backends.base import Backend, ModelStore
 from ..backends.registry import BackendContext
 from ..config import (
     RemoteConfig,
+    backend_section,
     config_path,
     load_secrets,
     resolve,
@@ -124,7 +125,8 @@ class RemoteExec:
                               code="backend_unavailable")
         return spec.factory(BackendContext(
             url=url, token=token, env=self.env, comfyui_root=self.host.comfyui_root,
-            state_dir=self.state, comfy_args=tuple(self.host.cache_args())))
+            state_dir=self.state, comfy_args=tuple(self.host.cache_args()),
+            section=backend_section(load_secrets(self.secrets_path), name)))
 
     def remote_enabled(self, user: str = DEFAULT_USER) -> bool:
         """Whether remote mode is on for this user's requests (a broken config: off)."""

@@ -59,7 +59,7 @@ async def ship_models(store: ModelStore, needs: Sequence[ShipNeed], hashes: Hash
                 progress(need, base + sent, total)
 
         result = await store.ship_model(need.folder, need.name, need.local_path, sha, step)
-        if result.placed:  # "same": the remote compared the hashes already
+        if result.placed and not result.verified:  # "same": the remote compared them
             await verify(store, need, sha)
         done += size
         if progress is not None:

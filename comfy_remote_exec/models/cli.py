@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..backends import registry
 from ..backends.base import Backend, Catalog, ModelStore
 from ..backends.registry import BackendContext
-from ..config import config_path, load_secrets, resolve, state_dir
+from ..config import backend_section, config_path, load_secrets, resolve, state_dir
 from ..discovery import find_comfyui
 from ..errors import ConfigError, RemoteExecError
 from ..extension.shipping import ShipNeed, ship_models
@@ -53,13 +53,15 @@ def user_settings(comfyui: Path) -> dict[str, Any]:
 
 
 def make_backend(comfyui: Path, env: Mapping[str, str]) -> Backend:
-    cfg = resolve(user_settings(comfyui), env, load_secrets(config_path(env)))
+    secrets = load_secrets(config_path(env))
+    cfg = resolve(user_settings(comfyui), env, secrets)
     spec = registry.get(cfg.backend)
     if spec is None:
         raise ConfigError(f"the {cfg.backend} backend is not available", code="unknown_backend")
     return spec.factory(BackendContext(url=cfg.url, token=cfg.token, env=dict(env),
                                        comfyui_root=comfyui, state_dir=state_dir(env),
-                                       comfy_args=()))
+                                       comfy_args=(),
+                                       section=backend_section(secrets, cfg.backend)))
 
 
 async def sync(backend: Backend, comfyui: Path, folder: str | None, dry_run: bool,
