@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import figures  # noqa: E402
+from bench import figures, model_figures  # noqa: E402
 from bench.harness import HttpStack, RunpodStack  # noqa: E402
 from comfy_remote_exec.discovery import find_comfyui  # noqa: E402
 
@@ -43,6 +43,9 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "relay_200mb_peak_mb": ("<=", 32, "extra peak RSS relaying a 200 MB output"),
     "parallel_speedup_4": (">=", 3.5, "8 sleep-bound jobs, 4 workers vs 1"),
     "suite_wall_ratio": ("<=", 1.15, "ComfyUI's tests/execution wall time, remote / direct"),
+    "model_ship_mb_s": (">=", 100, "MB/s shipping a 50 MB model, loopback, local backend"),
+    "repeat_model_bytes": ("<=", 2048, "bytes sent shipping the same model again"),
+    "preflight_ms": ("<=", 200, "median preflight of a prompt, warm catalog"),
 }
 
 
@@ -58,6 +61,7 @@ class Config:
     parallel_jobs: int
     step_seconds: float
     suite: str  # which of ComfyUI's tests/execution: "" all, else a pytest -k expression
+    model_bytes: int = 50 * 1024**2  # the model shipped for model_ship_mb_s
 
 
 # The smaller configurations run part of ComfyUI's suite: in `quick` the execution tests
@@ -67,7 +71,7 @@ TINY_SUITE = "TestExecution and test_lazy_input and _server0"
 CONFIGS = {
     "full": Config("full", 20, 20, 3, 200, 200 * 1024**2, 4, 8, 0.2, ""),
     "quick": Config("quick", 20, 10, 1, 100, 200 * 1024**2, 4, 8, 0.1, QUICK_SUITE),
-    "tiny": Config("tiny", 2, 1, 1, 10, 8 * 1024**2, 4, 4, 0.02, TINY_SUITE),
+    "tiny": Config("tiny", 2, 1, 1, 10, 8 * 1024**2, 4, 4, 0.02, TINY_SUITE, 8 * 1024**2),
 }
 
 
@@ -94,6 +98,8 @@ async def measure(cfg: Config, root: Path) -> dict[str, Any]:
         out["repeat_input_bytes"] = await figures.repeat_input_bytes(http, root)
         out["rss_added_mb"] = await figures.rss_added(install, root, http)
         out["relay_200mb_peak_mb"] = await figures.relay_big_output(http, cfg.big_output)
+        out.update(await model_figures.model_ship(http, root, cfg.model_bytes))
+        out["preflight_ms"] = await model_figures.preflight_ms(http, cfg.runs)
     finally:
         await http.stop()
     out["cold_start_ratio"] = await figures.cold_start(install, root, cfg.cold_runs)
