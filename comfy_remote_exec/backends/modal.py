@@ -40,6 +40,9 @@ from .registry import BackendContext, BackendSpec, register
 
 class ModalBackend(HttpBackend):
     name = "modal"
+    # Its API holds no model folder (the GPU containers read the models Volume, which the
+    # stack's fill writes): preflight refuses missing models instead of shipping them.
+    ships_models = False
 
     async def health(self) -> dict[str, Any]:
         body = await self.api.health()

@@ -243,7 +243,7 @@ class RemoteExec:
         backend = cache.backend
         local = getattr(self.host, "model_path", None) or (lambda _f, _n: None)
         limit = int(cfg.ship_max_gb * 1024**3)
-        can_ship = isinstance(backend, ModelStore)
+        can_ship = isinstance(backend, ModelStore) and getattr(backend, "ships_models", True)
         for attempt in range(2):
             result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
             if result.ok:

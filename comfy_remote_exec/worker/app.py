@@ -95,13 +95,16 @@ def hook_args(state: Path) -> list[str]:
         state / "comfyui_hooks.yaml", "comfy_remote_exec_worker", HOOK_NODES))]
 
 
-def build_app(service: JobService, dirs: ComfyDirs, token: str | None) -> web.Application:
-    """The job API over `service`: the worker's, and the Modal app's over Modal's parts."""
+def build_app(service: JobService, dirs: ComfyDirs, token: str | None, *,
+              models: bool = True) -> web.Application:
+    """The job API over `service`: the worker's, and the Modal app's over Modal's parts
+    (`models=False`: its API holds no model folder, `PUT /v1/models` answers 501)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[
         error_middleware, auth_middleware(token), protocol_middleware])
     app[SERVICE] = service
     app[DIRS] = dirs
-    app[MODELS] = ModelFiles(dirs.base / "models", service.blobs, service.models_changed)
+    app[MODELS] = ModelFiles(dirs.base / "models", service.blobs, service.models_changed,
+                             enabled=models)
     routes = web.RouteTableDef()
     add_routes(routes)
     add_compat_routes(routes)

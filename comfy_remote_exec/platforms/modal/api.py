@@ -114,7 +114,7 @@ async def open_api(parts: ModalParts, *, token: str | None,
     executor = ModalExecutor(parts.events, store, parts.gpu, idle=idle)
     service.attach(executor)
     executor.resume(service.jobs.values())
-    app = build_app(service, ComfyDirs(parts.data_root), token)
+    app = build_app(service, ComfyDirs(parts.data_root), token, models=False)
     return ModalApi(service, executor, store, app, http)
 
 

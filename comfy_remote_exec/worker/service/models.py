@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import Conflict, NotFound
+from ...errors import Conflict, NotFound, RemoteExecError
 from ...fsutil import file_sha256
 from ...protocol.models import MODEL_FOLDERS, check_model_folder, check_model_name
 from ..inputs.blobs import BlobStore
@@ -43,7 +43,8 @@ class ModelFiles:
     the content version must see it)."""
 
     def __init__(self, root: Path, blobs: BlobStore,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, *, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.root = root
         self.blobs = blobs
         self.on_change = on_change
@@ -69,6 +70,9 @@ class ModelFiles:
         return sha
 
     async def place(self, folder: str, name: str, sha256: str) -> Placed:
+        if not self.enabled:
+            raise RemoteExecError("this API holds no model folders (Modal: fill the models "
+                                  "Volume instead)", code="not_supported", status=501)
         dest = self.path(folder, name)
         self.blobs.path(sha256)  # checks the hash's form
         if dest.exists() or dest.is_symlink():

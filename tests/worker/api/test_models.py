@@ -139,3 +139,13 @@ async def test_without_the_token_nothing_is_placed(api: tuple) -> None:
     resp = await client.put("/v1/models/loras/x.safetensors", json={"sha256": SHA},
                             headers={"Authorization": ""})
     assert resp.status_code == 401
+
+
+async def test_an_api_without_model_folders_says_so(tmp_path: Path) -> None:
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http)
+        app = build_app(service, ComfyDirs(tmp_path / "base"), None, models=False)
+        async with TestServer(app) as server, httpx.AsyncClient(
+                base_url=str(server.make_url(""))) as client:
+            resp = await client.put("/v1/models/loras/x.safetensors", json={"sha256": SHA})
+    assert resp.status_code == 501 and resp.json()["error"]["code"] == "not_supported"
