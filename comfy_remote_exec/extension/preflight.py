@@ -38,7 +38,7 @@ FIELD_FOLDERS = {
     "clip_name2": "text_encoders", "clip_name3": "text_encoders",
     "unet_name": "diffusion_models", "control_net_name": "controlnet",
     "style_model_name": "style_models", "upscale_model": "upscale_models",
-    "model_name": "upscale_models", "gligen_name": "gligen",
+    "gligen_name": "gligen",
     "hypernetwork_name": "hypernetworks",
 }
 CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "clip_vision",
