@@ -77,9 +77,7 @@ async def test_a_lora_only_this_machine_has_ships_with_the_run(setup: Any) -> No
     assert status == 200, body
     assert worker.requests[before:] == [], "a warm accept asks the remote nothing"
     placed = worker.models / "loras" / "style.safetensors"
-    deadline = time.monotonic() + 30
-    while core.dispatcher.remaining() and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.gather(*core.dispatcher.tasks.values()), 30)
     assert placed.read_bytes() == lora.read_bytes()
     shipping = [d for e, d in host.sent if e == "remote_exec.shipping"]
     assert shipping[-1]["finished"] is True and shipping[-1]["name"] == "style.safetensors"
