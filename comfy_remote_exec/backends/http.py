@@ -57,7 +57,7 @@ class HttpBackend:
             progress(size, size)
         answer = await self.api.place_model(folder, name, sha256)
         return ShipResult(folder, name, sha256, sent, bool(answer.get("placed")),
-                          bool(answer.get("same")))
+                          bool(answer.get("same")), verified=bool(answer.get("verified")))
 
     def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         return self.api.events(job_id, after)

@@ -29,5 +29,6 @@ def add_model_routes(routes: web.RouteTableDef) -> None:
             raise BadRequest('body must be {"sha256": "<64 hex digits>"}', code="bad_hash")
         folder, name = request.match_info["folder"], request.match_info["name"]
         placed = await request.app[MODELS].place(folder, name, sha)
-        body = {"placed": placed.placed, "same": placed.same, "folder": folder, "name": name}
+        body = {"placed": placed.placed, "same": placed.same, "folder": folder, "name": name,
+                "verified": True}  # the placed bytes are the blob's, checked by sha256
         return web.json_response(body, status=201 if placed.placed else 200)

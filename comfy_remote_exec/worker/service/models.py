@@ -5,8 +5,10 @@ resumable parts, `PUT /v1/blobs/{sha256}`) and is then placed under
 `<base>/models/<folder>/<name>`, the layout ComfyUI's `--base-directory`
 reads. Placing never overwrites: a file already there with the same bytes is
 "same", one with other bytes is a `model_conflict`. The file appears at its
-name whole or not at all (hard link, else a copy to a part file, then a link
-into place, which fails instead of replacing when a file won the race).
+name whole, with the blob's verified bytes, or not at all (hard link, else a
+copy to a part file checked against the sha256, then a link into place, which
+fails instead of replacing when a file won the race); the answer says so
+(`verified`), and the client need not ask for the file's hash again.
 Hashes of files already there are cached by path, size and mtime, so a
 repeated place of a 10 GB checkpoint does not re-read it.
 """
@@ -104,8 +106,9 @@ class ModelFiles:
 
     @staticmethod
     def _link(src: Path, dest: Path) -> None:
-        """`src` at `dest`, whole: a hard link, else a copy to a part file linked in.
-        Either way `os.link` refuses an existing `dest` (FileExistsError)."""
+        """`src` at `dest`, whole: a hard link (the blob's own bytes, verified when it was
+        stored), else a copy to a part file, checked against the blob's sha256, linked
+        in. Either way `os.link` refuses an existing `dest` (FileExistsError)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, dest)
@@ -117,6 +120,9 @@ class ModelFiles:
         part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.part"
         try:
             shutil.copyfile(src, part)
+            if file_sha256(part).hexdigest() != src.name:  # the blob's name is its sha256
+                raise RemoteExecError(f"copying the blob to {dest.name} changed its bytes",
+                                      code="model_copy_failed")
             os.link(part, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
