@@ -136,12 +136,19 @@ function mountBadge(deadlineMs = 3000) {
   poll();
 }
 
-function showBadge(enabled, backend, state, detail) {
+// How fresh the remote's models and nodes in the local UI are (`catalog` of the health).
+function catalogNote(catalog) {
+  if (!catalog?.content_version) return "";
+  const at = catalog.fetched_at ? new Date(catalog.fetched_at * 1000).toLocaleTimeString() : "?";
+  return `; remote models and nodes ${catalog.content_version.slice(0, 8)} as of ${at}`;
+}
+
+function showBadge(enabled, backend, state, detail, catalog = null) {
   view.enabled = enabled;
   view.state = state;
   view.text = enabled ? `Remote: ${backend}` : "Remote: off";
   view.title = plainText(detail ? `Remote execution: ${detail}` : "Remote execution") +
-    " (click for settings)";
+    plainText(catalogNote(catalog)) + " (click for settings)";
   render();
 }
 
@@ -164,15 +171,16 @@ async function refreshBadge(changed = {}) {
   } else if (!health.ok) {
     showBadge(true, backend, "error", health.error?.message ?? "unavailable");
   } else if (health.remote?.status === "idle") {
-    showBadge(true, backend, "idle", health.remote.detail);
+    showBadge(true, backend, "idle", health.remote.detail, health.catalog);
   } else if (health.remote?.status === "warm" || health.remote?.status === "cold") {
     // RunPod, Modal: a cold endpoint answers, but its first job waits for a worker (a GPU
     // container) to boot.
     const warm = health.remote.status === "warm";
     showBadge(true, `${backend} · ${health.remote.status}`, warm ? "ok" : "idle",
-              warm ? "workers are warm" : "no warm worker: the next run starts one");
+              warm ? "workers are warm" : "no warm worker: the next run starts one",
+              health.catalog);
   } else {
-    showBadge(true, backend, "ok", `${backend} is healthy`);
+    showBadge(true, backend, "ok", `${backend} is healthy`, health.catalog);
   }
 }
 
