@@ -145,3 +145,16 @@ def test_runpod_packing_round_trip() -> None:
     assert len(chunks) > 1 and all(len(c["catalog_gz"]) <= 4096 for c in chunks)
     assert unpack_catalog(list(reversed(chunks))) == catalog
     assert unpack_catalog([{"content_version": "abcd", "unchanged": True}]) is None
+
+
+async def test_a_failing_remote_is_not_waited_on_again(tmp_path: Path) -> None:
+    worker = FakeWorker()
+    worker.down = True
+    cache = make(tmp_path, worker)
+    assert await cache.wait_current(5) is None and cache.status()["error"]  # type: ignore[index]
+    calls = len(worker.calls)
+    assert await cache.wait_current(5) is None  # no wait: it failed just now
+    task = cache._task
+    if task is not None:
+        await task
+    assert len(worker.calls) > calls  # yet it tries again in the background
