@@ -198,17 +198,25 @@ class RemoteExec:
 
     def start(self) -> None:
         """Resume the journal's jobs; with remote mode on, warm the `local` worker up now,
-        so the first Run does not wait for its ComfyUI to start (a local run would not)."""
+        so the first Run does not wait for its ComfyUI to start (a local run would not).
+        A worker started at prestartup is adopted then; one the settings no longer ask
+        for is stopped."""
         self.dispatcher.resume(self.journal.unfinished())
+        loop = asyncio.get_running_loop()
         try:
             cfg = self.config()
             backend = self.backend(cfg.backend, cfg.url, cfg.token) if cfg.enabled else None
         except RemoteExecError as exc:
             log.warning("remote execution is not ready: %s", exc.message)
-            return
+            backend = None
         warm_up = getattr(backend, "warm_up", None)  # a backend that starts its own worker
-        if warm_up is not None:
-            self._warming = asyncio.get_running_loop().create_task(warm_up())
+
+        async def warm() -> None:
+            if warm_up is not None:
+                await warm_up()
+            await asyncio.to_thread(registry.discard_prestarted)
+
+        self._warming = loop.create_task(warm())
 
     async def stop(self) -> None:
         if self._warming is not None:
