@@ -222,6 +222,7 @@ class RemoteExec:
         if self._warming is not None:
             self._warming.cancel()
         await self.dispatcher.close()
+        await asyncio.to_thread(self.journal.close)
         for backend in self.backends.values():
             try:
                 await backend.close()

@@ -152,12 +152,17 @@ class Job:
         self.log.append(payload)
 
     async def changed(self) -> None:
-        """The lifecycle moved: record it, log its `job_status`, tell the listener."""
+        """The lifecycle moved: log its `job_status`, record it, tell the listener.
+
+        The event goes first and the stream's readers get their turn before the
+        record is written (about a millisecond of JSON and a rename), so the write
+        is never on an event's way."""
         if self.terminal:
             self.current_node, self.step = None, None
-        if self.log.store is not None:
-            self.log.store.save(self)
         self.log.append(JobStatus(self.status, self.life.error))
+        if self.log.store is not None:
+            await asyncio.sleep(0)
+            self.log.store.save(self)
         if self.listener is not None:
             await self.listener(self)
 
