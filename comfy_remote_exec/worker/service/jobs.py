@@ -294,8 +294,9 @@ class JobStore:
             return
         fh = self._logs.get(job_id)
         if fh is None:
-            fh = self._logs[job_id] = (self._dir(job_id) / "events.jsonl").open(
-                "a", encoding="utf-8")
+            folder = self._dir(job_id)
+            folder.mkdir(exist_ok=True)
+            fh = self._logs[job_id] = (folder / "events.jsonl").open("a", encoding="utf-8")
         wire = event.to_wire()
         if isinstance(event.payload, Executed) and event.payload.files:
             # Inline output bytes stay out of the file; a replay downloads them by url.

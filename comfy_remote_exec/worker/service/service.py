@@ -157,7 +157,8 @@ class JobService:
                   listener=self._moved)
         self.store.log_for(job)
         self.jobs[job_id] = job
-        self.store.save(job)
+        # Recorded once ComfyUI took it (below); a crash before that loses a job that
+        # never ran, and its client sees it as unknown.
         job.log.append(JobStatus(job.status))
         try:
             if media:
