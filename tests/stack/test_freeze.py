@@ -1,0 +1,155 @@
+"""Acceptance: `stack freeze` on a real ComfyUI install round-trips through `stack show`
+and the stack file's parser."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from comfy_remote_exec.discovery import ComfyInstall
+from comfy_remote_exec.stack.cli import main as stack_main
+from comfy_remote_exec.stack.freeze import (
+    freeze,
+    https_remote,
+    model_names,
+    node_types_by_package,
+    read_toml,
+    render,
+)
+from comfy_remote_exec.stack.spec import (
+    CustomNode,
+    Model,
+    Stack,
+    StackError,
+    load_stack,
+    node_commands,
+    parse_stack,
+)
+
+from ..helpers import workflow
+from .stackfixtures import (
+    GIT_NODE,
+    LORA,
+    NODE_REPO,
+    REGISTRY_ID,
+    REGISTRY_NODE,
+    REGISTRY_VERSION,
+    git,
+    make_local,
+    ui_workflow,
+)
+
+
+def test_freeze_round_trips_through_show(comfy_install: ComfyInstall, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "local"
+    node = make_local(base)
+    out = tmp_path / "frozen.yaml"
+    assert stack_main(["freeze", "--comfyui", str(comfy_install.root), "--base-directory",
+                       str(base), "--out", str(out), "--base", str(tmp_path / "none.yaml")]
+                      ) == 1, "a --base that does not exist is an error"
+    assert stack_main(["freeze", "--comfyui", str(comfy_install.root), "--base-directory",
+                       str(base), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "loose_node.py: a single file, not pinnable" in err
+    assert "not_here.ckpt: used by a workflow but in none" in err
+    assert ("2 models need a download URL: loras/styles/extra_lora.safetensors, "
+            "upscale_models/tiny_compact_x2.safetensors") in err
+    stack = load_stack(out)
+    # ComfyUI: its version's tag (the test installs are not git checkouts) or its commit.
+    version = re.search(r'__version__ = "([^"]+)"',
+                        (comfy_install.root / "comfyui_version.py").read_text())
+    assert version is not None
+    assert stack.comfyui.ref in (f"v{version.group(1)}", git(comfy_install.root, "rev-parse",
+                                                              "HEAD") if len(
+        stack.comfyui.ref) == 40 else "")
+    nodes = {n.name: n for n in stack.custom_nodes}
+    assert set(nodes) == {GIT_NODE, REGISTRY_NODE}
+    assert (nodes[GIT_NODE].repo, nodes[GIT_NODE].ref) == (NODE_REPO, git(node, "rev-parse",
+                                                                          "HEAD"))
+    assert (nodes[REGISTRY_NODE].registry, nodes[REGISTRY_NODE].version) == (
+        REGISTRY_ID, REGISTRY_VERSION)
+    models = {m.relpath: m for m in stack.models}
+    assert set(models) == {"upscale_models/tiny_compact_x2.safetensors", f"loras/{LORA}"}
+    lora = base / "models" / "loras" / LORA
+    assert models[f"loras/{LORA}"] == Model(
+        name=LORA, url=None, folder="loras", size=lora.stat().st_size,
+        sha256=hashlib.sha256(lora.read_bytes()).hexdigest())
+    # Round trip: show prints it, and it parses back to the same stack.
+    assert stack_main(["show", "--stack", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"registry {REGISTRY_ID}@{REGISTRY_VERSION}" in shown
+    assert f"loras/{LORA}" in shown and "NO URL" in shown
+    assert parse_stack(yaml.safe_load(out.read_text())) == stack
+    # Downloads and the image build say which models lack a URL.
+    assert stack_main(["download", "--stack", str(out), "--volume", str(tmp_path / "v")]) == 1
+    assert f"no download URL for loras/{LORA}, upscale_models" in capsys.readouterr().err
+
+
+def test_freeze_reuses_urls_of_a_base_stack_and_one_workflow(
+        comfy_install: ComfyInstall, tmp_path: Path) -> None:
+    base = tmp_path / "local"
+    make_local(base)
+    known = Stack(comfyui=parse_stack({"comfyui": {"repo": "https://x.invalid/c",
+                                                   "ref": "v1"}}).comfyui,
+                  custom_nodes=(), models=(Model(LORA, "https://x.invalid/lora", "loras",
+                                                 token_env="HF_TOKEN"),))
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps(ui_workflow(LORA)))
+    frozen = freeze(comfy_install.root, base_dir=base, workflows=[flow], base=known)
+    [model] = frozen.stack.models
+    assert (model.url, model.token_env) == ("https://x.invalid/lora", "HF_TOKEN")
+    assert parse_stack(yaml.safe_load(render(frozen))) == frozen.stack
+
+
+def test_node_types_are_recorded_from_object_info() -> None:
+    info = {"A": {"python_module": "custom_nodes.My-Pack"},
+            "B": {"python_module": "custom_nodes.my-pack.sub"},
+            "KSampler": {"python_module": "nodes"}}
+    assert node_types_by_package(info) == {"my-pack": ["A", "B"]}
+
+
+def test_model_names_from_api_and_ui_workflows() -> None:
+    assert model_names([workflow("upscale_tiny"), ui_workflow("a\\b.safetensors"),
+                        {"1": {"inputs": {"x": "../../etc/passwd.pt"}}}]) == [
+        "a/b.safetensors", "not_here.ckpt", "tiny_compact_x2.safetensors"]
+
+
+def test_remotes_and_pyproject_fallback() -> None:
+    assert https_remote("git@github.com:o/r.git") == "https://github.com/o/r"
+    assert https_remote("https://github.com/o/r") == "https://github.com/o/r"
+    text = '[project]\nname = "x"\nversion = "1.0"\n[tool.comfy]\nPublisherId = "p"\n'
+    data = read_toml(text)
+    assert data["project"] == {"name": "x", "version": "1.0"} and "comfy" in data["tool"]
+
+
+def test_registry_nodes_parse_install_and_refuse_bad_values(tmp_path: Path) -> None:
+    stack = parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
+                         "custom_nodes": [{"name": "pack", "registry": "pack-id",
+                                           "version": "2.0.1", "node_types": ["T"]}]})
+    assert stack.custom_nodes == (CustomNode("pack", registry="pack-id", version="2.0.1",
+                                             node_types=("T",)),)
+    fetch, deps = node_commands(stack, tmp_path, installer=("pip", "install"))
+    assert fetch.argv[3:] == ("https://api.comfy.org", "pack-id", "2.0.1",
+                              str(tmp_path / "custom_nodes" / "pack"))
+    assert fetch.unless == tmp_path / "custom_nodes" / "pack"
+    assert deps.only_if == tmp_path / "custom_nodes" / "pack" / "requirements.txt"
+    for bad, says in [({"registry": "../x", "version": "1"}, "Comfy Registry node id"),
+                      ({"registry": "ok", "version": "latest"}, "must be a release"),
+                      ({"registry": "ok", "version": "1", "repo": "https://x"},
+                       "unknown field repo")]:
+        with pytest.raises(StackError, match=says):
+            parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
+                         "custom_nodes": [{"name": "n", **bad}]})
+    with pytest.raises(StackError, match="missing url"):
+        parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
+                     "models": [{"name": "m.pt", "folder": "loras"}]})
+    with pytest.raises(StackError, match="cannot also say needs_url"):
+        parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
+                     "models": [{"name": "m.pt", "folder": "loras", "url": "https://x/m",
+                                 "needs_url": True}]})
