@@ -4,8 +4,16 @@ and the stack file's parser."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import re
+import subprocess
+import threading
+import urllib.parse
+import zipfile
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,9 +31,11 @@ from comfy_remote_exec.stack.freeze import (
 )
 from comfy_remote_exec.stack.spec import (
     CustomNode,
+    InstallError,
     Model,
     Stack,
     StackError,
+    install_nodes,
     load_stack,
     node_commands,
     parse_stack,
@@ -153,3 +163,102 @@ def test_registry_nodes_parse_install_and_refuse_bad_values(tmp_path: Path) -> N
         parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
                      "models": [{"name": "m.pt", "folder": "loras", "url": "https://x/m",
                                  "needs_url": True}]})
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[str, dict[str, bytes]]]:
+    """A loopback Comfy Registry: `/nodes/{id}/install?version=` and the archives."""
+    archives: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if url.path.startswith("/nodes/") and url.path.endswith("/install"):
+                node = url.path.split("/")[2]
+                version = urllib.parse.parse_qs(url.query)["version"][0]
+                body = json.dumps({"downloadUrl": f"{base}/zip/{node}-{version}"}).encode()
+            elif url.path.removeprefix("/zip/") in archives:
+                body = archives[url.path.removeprefix("/zip/")]
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", archives
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_install_nodes_fetches_registry_nodes(registry: tuple[str, dict[str, bytes]],
+                                              tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    api, archives = registry
+    monkeypatch.setenv("COMFY_REGISTRY_API", api)
+    archives["pack-id-2.0.1"] = zipped({"__init__.py": b"X = 1\n", "sub/a.txt": b"a"})
+    archives["evil-1.0"] = zipped({"../escaped.txt": b"no"})
+    comfy = tmp_path / "comfy"
+
+    def stack_of(registry_id: str, version: str) -> Stack:
+        return parse_stack({"comfyui": {"repo": "https://x.invalid/c", "ref": "v1"},
+                            "custom_nodes": [{"name": "pack", "registry": registry_id,
+                                              "version": version}]})
+
+    lines: list[str] = []
+    install_nodes(stack_of("pack-id", "2.0.1"), comfy, installer=("true",), echo=lines.append)
+    assert (comfy / "custom_nodes" / "pack" / "sub" / "a.txt").read_bytes() == b"a"
+    assert any("pack-id" in line for line in lines)
+    (comfy / "custom_nodes" / "pack").rename(comfy / "custom_nodes" / "done")
+    with pytest.raises(InstallError):
+        install_nodes(stack_of("evil", "1.0"), comfy, installer=("true",), echo=lines.append)
+    assert not (comfy / "custom_nodes" / "escaped.txt").exists()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_runpod_image_builds_from_another_stack_file(tmp_path: Path) -> None:
+    """build.sh's STACK reaches the Dockerfile (its ComfyUI too); the Dockerfile installs
+    the nodes of the stack it was given. Docker itself is a stand-in printing its args."""
+    frozen = ROOT / "test-artifacts" / "stack-build.yaml"
+    frozen.parent.mkdir(exist_ok=True)
+    frozen.write_text(yaml.safe_dump({"comfyui": {"repo": "https://x.invalid/ComfyUI",
+                                                  "ref": "a" * 40}}))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "STACK": "test-artifacts/stack-build.yaml", "TAG": "t"}
+    out = subprocess.run(["bash", str(ROOT / "deploy" / "runpod" / "build.sh")], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    args = [out[i + 1] for i, a in enumerate(out) if a == "--build-arg"]
+    assert "STACK=test-artifacts/stack-build.yaml" in args
+    assert "COMFYUI_REPO=https://x.invalid/ComfyUI" in args and f"COMFYUI_REF={'a' * 40}" in args
+    dockerfile = (ROOT / "deploy" / "runpod" / "Dockerfile").read_text()
+    assert "ARG STACK=deploy/stack.yaml" in dockerfile
+    assert "COPY ${STACK} /app/stack.yaml" in dockerfile
+    assert "--stack /app/stack.yaml --comfyui /comfyui" in dockerfile
+    assert 'checkout --quiet --detach "${COMFYUI_REF}"' in dockerfile, "a commit works too"
+    # Modal's image reads REMOTE_EXEC_STACK (relative to the repository).
+    assert 'os.environ.get("REMOTE_EXEC_STACK", "deploy/stack.yaml")' in (
+        ROOT / "deploy" / "modal" / "app.py").read_text()
