@@ -216,7 +216,9 @@ function toastCost(detail) {
   const text = costText(detail);
   const toast = app.extensionManager?.toast;
   if (toast?.add) {
-    toast.add({ severity: "info", summary: "Remote job done", detail: text, life: 8000 });
+    const summary = !detail.status || detail.status === "completed" ? "Remote job done"
+      : `Remote job ${plainText(detail.status)}`;
+    toast.add({ severity: "info", summary, detail: text, life: 8000 });
   } else {
     console.info("[remote-exec]", text);
   }

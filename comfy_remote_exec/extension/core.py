@@ -133,7 +133,8 @@ class RemoteExec:
         cost = JobCost(timing, price_for(job.backend, prices))
         job.cost = cost.to_dict()
         self.costs.add(job.backend, cost)
-        self.host.send("remote_exec.cost", {"prompt_id": job.prompt_id, **job.cost,
+        self.host.send("remote_exec.cost", {"prompt_id": job.prompt_id, "status": job.status,
+                                            **job.cost,
                                             "session": self.costs.view()}, job.client_id)
 
     # -- prompts ------------------------------------------------------------------------
