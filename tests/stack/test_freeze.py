@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import urllib.parse
 import zipfile
@@ -262,3 +263,13 @@ def test_the_runpod_image_builds_from_another_stack_file(tmp_path: Path) -> None
     # Modal's image reads REMOTE_EXEC_STACK (relative to the repository).
     assert 'os.environ.get("REMOTE_EXEC_STACK", "deploy/stack.yaml")' in (
         ROOT / "deploy" / "modal" / "app.py").read_text()
+
+
+def test_the_package_dispatches_to_the_stack_tool() -> None:
+    shown = subprocess.run([sys.executable, "-m", "comfy_remote_exec", "stack", "show",
+                            "--stack", str(ROOT / "deploy" / "stack.yaml")],
+                           capture_output=True, text=True, check=True, cwd=ROOT)
+    assert shown.stdout.startswith("ComfyUI  https://github.com/comfyanonymous/ComfyUI")
+    bare = subprocess.run([sys.executable, "-m", "comfy_remote_exec"], capture_output=True,
+                          text=True, check=False, cwd=ROOT)
+    assert bare.returncode == 2 and "usage: python -m comfy_remote_exec {stack}" in bare.stderr
