@@ -31,9 +31,10 @@ from ..protocol import JobTiming
 CURRENCY = "USD"
 
 LIST_PRICES_AS_OF = {
-    # docs.runpod.io/serverless/pricing, "Flex cost per second", read 2026-11-23.
+    # docs.runpod.io/serverless/pricing, "Flex cost per second" (the copy read 2026-11-23).
     "runpod": "2026-11-23",
-    # modal.com/pricing per-second GPU rates, as verified in May 2026.
+    # modal.com/pricing's per-second GPU rates, as a dated price survey quoted them
+    # (verified against modal.com on 2026-05-07); only the GPUs it confirmed are listed.
     "modal": "2026-05-07",
 }
 LIST_PRICES: dict[str, dict[str, float]] = {
