@@ -32,6 +32,8 @@ from ..config import (
     token_for,
 )
 from ..errors import ConfigError, RemoteExecError
+from ..protocol import JobTiming
+from .cost import CostLedger, JobCost, price_for
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .journal import Journal, RemoteJob
@@ -79,8 +81,10 @@ class RemoteExec:
         self.journal = Journal(state / "journal")
         self._warming: asyncio.Task[None] | None = None
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
+        self.costs = CostLedger()  # this session's GPU seconds and cost
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
-                                     lambda: self.config().parallel, self._output_landed)
+                                     lambda: self.config().parallel, self._output_landed,
+                                     on_timing=self._timed)
 
     # -- configuration ----------------------------------------------------------------
 
@@ -118,6 +122,20 @@ class RemoteExec:
         if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
             folder = self.host.output_dir / entry.get("subfolder", "")
             open_with_viewer(folder / entry["filename"])
+
+    def _timed(self, job: RemoteJob, timing: JobTiming) -> None:
+        """A job's GPU seconds arrived: price them, add them up, tell its client."""
+        try:
+            prices = load_secrets(self.secrets_path).get("prices")
+        except ConfigError as exc:
+            log.warning("no prices: %s", exc.message)
+            prices = None
+        cost = JobCost(timing, price_for(job.backend, prices))
+        job.cost = cost.to_dict()
+        self.costs.add(job.backend, cost)
+        self.host.send("remote_exec.cost", {"prompt_id": job.prompt_id, "status": job.status,
+                                            **job.cost,
+                                            "session": self.costs.view()}, job.client_id)
 
     # -- prompts ------------------------------------------------------------------------
 
@@ -237,4 +255,5 @@ class RemoteExec:
         running, pending = self.dispatcher.queue_items()
         return {"config": cfg, "running": [item[1] for item in running],
                 "pending": [item[1] for item in pending],
-                "backends": [spec.public_view() for spec in registry.specs().values()]}
+                "backends": [spec.public_view() for spec in registry.specs().values()],
+                "cost": self.costs.view()}

@@ -47,6 +47,8 @@ class RemoteJob:
     reused: list[str] = field(default_factory=list)
     status: str | None = None
     error: dict[str, Any] | None = None
+    timing: dict[str, Any] | None = None  # the remote's GPU seconds (`protocol.timing`)
+    cost: dict[str, Any] | None = None  # what they cost (`extension.cost.JobCost`)
 
     def queue_item(self) -> list[Any]:
         """The job as an entry of ComfyUI's `/queue` lists."""
