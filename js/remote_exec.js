@@ -1,4 +1,4 @@
-// comfy-remote-exec frontend: settings, a status badge, and toasts for remote errors.
+// comfy-remote-exec frontend: settings, a status badge, toasts for remote errors and job costs.
 //
 // Settings live in ComfyUI's own settings dialog (category "Remote Exec") and
 // are read by the server on every Run, so a change applies to the next Run.
@@ -198,6 +198,40 @@ function toastError(detail) {
   }
 }
 
+// A finished remote job's GPU seconds and what they cost (`remote_exec.cost`).
+function money(value, currency) {
+  if (value === null || value === undefined) return null;
+  const digits = value < 0.01 ? 5 : 4;
+  return `${currency === "USD" ? "$" : `${currency} `}${Number(value).toFixed(digits)}`;
+}
+
+function costText(detail) {
+  const t = detail.timing ?? {};
+  const parts = [`run ${Number(t.execution_s ?? 0).toFixed(1)} s`];
+  if (t.queue_wait_s) parts.push(`queue ${Number(t.queue_wait_s).toFixed(1)} s`);
+  if (t.cold_start_s) parts.push(`cold start ${Number(t.cold_start_s).toFixed(1)} s`);
+  const seconds = `${Number(detail.gpu_seconds ?? 0).toFixed(1)} GPU s (${parts.join(", ")})`;
+  const cost = money(detail.cost, detail.currency);
+  const priced = cost ? `${cost}${detail.gpu ? ` on ${plainText(detail.gpu)}` : ""}`
+    : "no price set for this backend";
+  const session = detail.session ?? {};
+  const total = `session: ${Number(session.gpu_seconds ?? 0).toFixed(1)} GPU s, `
+    + `${money(session.cost ?? 0, session.currency ?? "USD")}`;
+  return `${seconds} · ${priced} · ${total}`;
+}
+
+function toastCost(detail) {
+  const text = costText(detail);
+  const toast = app.extensionManager?.toast;
+  if (toast?.add) {
+    const summary = !detail.status || detail.status === "completed" ? "Remote job done"
+      : `Remote job ${plainText(detail.status)}`;
+    toast.add({ severity: "info", summary, detail: text, life: 8000 });
+  } else {
+    console.info("[remote-exec]", text);
+  }
+}
+
 app.registerExtension({
   name: "RemoteExec",
   // Frontends without this API (1.27) ignore it; mountBadge() then uses the menu slot.
@@ -245,6 +279,7 @@ app.registerExtension({
   async setup() {
     mountBadge();
     api.addEventListener("remote_exec.error", ({ detail }) => toastError(detail));
+    api.addEventListener("remote_exec.cost", ({ detail }) => toastCost(detail));
     await refreshBadge();
     setInterval(() => refreshBadge(), 15000);
   },

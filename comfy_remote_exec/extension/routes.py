@@ -43,6 +43,11 @@ def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
             return web.json_response({"ok": False, "error": {
                 "code": exc.code, "message": exc.message}})
 
+    @routes.get("/remote_exec/cost")
+    async def cost(request: web.Request) -> web.Response:
+        """This session's running total of GPU seconds and cost."""
+        return web.json_response(core.costs.view())
+
     @routes.get("/remote_exec/jobs/{prompt_id}")
     async def job(request: web.Request) -> web.Response:
         found = core.dispatcher.find(request.match_info["prompt_id"])
