@@ -129,7 +129,7 @@ class RemoteCatalogCache:
             failed = self._failed_at is not None and \
                 self.clock() - self._failed_at < RETRY_AFTER
             task = self.refresh_soon()
-            if task is not None and not failed:  # a remote that just failed: no wait
+            if task is not None and not failed and timeout > 0:  # just failed: no wait
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), timeout)
         elif self.stale():

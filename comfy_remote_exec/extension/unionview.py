@@ -21,6 +21,7 @@ from aiohttp import web
 from ..errors import RemoteExecError
 from ..protocol.catalog import RemoteCatalog
 from . import union
+from .catalog import MAX_AGE
 from .core import RemoteExec
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ async def catalog_for(core: RemoteExec, request: web.Request) -> RemoteCatalog |
     if not core.remote_enabled(user):
         return None
     try:
-        return await core.catalog_for(user).wait_current(FIRST_WAIT)
+        cache = core.catalog_for(user)
+        # A remote whose catalog is a job (RunPod: it may wait for a worker to boot) is
+        # not waited on; the page shows the remote's things once it came.
+        return await cache.wait_current(FIRST_WAIT if cache.max_age <= MAX_AGE else 0.0)
     except RemoteExecError as exc:
         log.debug("no remote catalog: %s", exc.message)
         return None
