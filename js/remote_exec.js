@@ -1,4 +1,4 @@
-// comfy-remote-exec frontend: settings, a status badge, and toasts for remote errors.
+// comfy-remote-exec frontend: settings, a status badge, toasts for remote errors and job costs.
 //
 // Settings live in ComfyUI's own settings dialog (category "Remote Exec") and
 // are read by the server on every Run, so a change applies to the next Run.
@@ -136,12 +136,19 @@ function mountBadge(deadlineMs = 3000) {
   poll();
 }
 
-function showBadge(enabled, backend, state, detail) {
+// How fresh the remote's models and nodes in the local UI are (`catalog` of the health).
+function catalogNote(catalog) {
+  if (!catalog?.content_version) return "";
+  const at = catalog.fetched_at ? new Date(catalog.fetched_at * 1000).toLocaleTimeString() : "?";
+  return `; remote models and nodes ${catalog.content_version.slice(0, 8)} as of ${at}`;
+}
+
+function showBadge(enabled, backend, state, detail, catalog = null) {
   view.enabled = enabled;
   view.state = state;
   view.text = enabled ? `Remote: ${backend}` : "Remote: off";
   view.title = plainText(detail ? `Remote execution: ${detail}` : "Remote execution") +
-    " (click for settings)";
+    plainText(catalogNote(catalog)) + " (click for settings)";
   render();
 }
 
@@ -164,15 +171,16 @@ async function refreshBadge(changed = {}) {
   } else if (!health.ok) {
     showBadge(true, backend, "error", health.error?.message ?? "unavailable");
   } else if (health.remote?.status === "idle") {
-    showBadge(true, backend, "idle", health.remote.detail);
+    showBadge(true, backend, "idle", health.remote.detail, health.catalog);
   } else if (health.remote?.status === "warm" || health.remote?.status === "cold") {
     // RunPod, Modal: a cold endpoint answers, but its first job waits for a worker (a GPU
     // container) to boot.
     const warm = health.remote.status === "warm";
     showBadge(true, `${backend} · ${health.remote.status}`, warm ? "ok" : "idle",
-              warm ? "workers are warm" : "no warm worker: the next run starts one");
+              warm ? "workers are warm" : "no warm worker: the next run starts one",
+              health.catalog);
   } else {
-    showBadge(true, backend, "ok", `${backend} is healthy`);
+    showBadge(true, backend, "ok", `${backend} is healthy`, health.catalog);
   }
 }
 
@@ -204,6 +212,40 @@ function toastShipping(detail) {
   shippingToast = { severity: "info", summary: "Shipping a model to the remote", detail: text,
                     life: detail.finished ? 4000 : 60000 };
   toast.add(shippingToast);
+}
+
+// A finished remote job's GPU seconds and what they cost (`remote_exec.cost`).
+function money(value, currency) {
+  if (value === null || value === undefined) return null;
+  const digits = value < 0.01 ? 5 : 4;
+  return `${currency === "USD" ? "$" : `${currency} `}${Number(value).toFixed(digits)}`;
+}
+
+function costText(detail) {
+  const t = detail.timing ?? {};
+  const parts = [`run ${Number(t.execution_s ?? 0).toFixed(1)} s`];
+  if (t.queue_wait_s) parts.push(`queue ${Number(t.queue_wait_s).toFixed(1)} s`);
+  if (t.cold_start_s) parts.push(`cold start ${Number(t.cold_start_s).toFixed(1)} s`);
+  const seconds = `${Number(detail.gpu_seconds ?? 0).toFixed(1)} GPU s (${parts.join(", ")})`;
+  const cost = money(detail.cost, detail.currency);
+  const priced = cost ? `${cost}${detail.gpu ? ` on ${plainText(detail.gpu)}` : ""}`
+    : "no price set for this backend";
+  const session = detail.session ?? {};
+  const total = `session: ${Number(session.gpu_seconds ?? 0).toFixed(1)} GPU s, `
+    + `${money(session.cost ?? 0, session.currency ?? "USD")}`;
+  return `${seconds} · ${priced} · ${total}`;
+}
+
+function toastCost(detail) {
+  const text = costText(detail);
+  const toast = app.extensionManager?.toast;
+  if (toast?.add) {
+    const summary = !detail.status || detail.status === "completed" ? "Remote job done"
+      : `Remote job ${plainText(detail.status)}`;
+    toast.add({ severity: "info", summary, detail: text, life: 8000 });
+  } else {
+    console.info("[remote-exec]", text);
+  }
 }
 
 app.registerExtension({
@@ -264,6 +306,7 @@ app.registerExtension({
     mountBadge();
     api.addEventListener("remote_exec.error", ({ detail }) => toastError(detail));
     api.addEventListener("remote_exec.shipping", ({ detail }) => toastShipping(detail));
+    api.addEventListener("remote_exec.cost", ({ detail }) => toastCost(detail));
     await refreshBadge();
     setInterval(() => refreshBadge(), 15000);
   },

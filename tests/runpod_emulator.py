@@ -255,7 +255,9 @@ class RunpodEmulator:
         job = self._job(request)
         items = list(job.stream)
         job.stream.clear()
-        return web.json_response({"status": job.status, "stream": items})
+        # As RunPod's /stream: the job's delayTime and executionTime (ms) once known.
+        times = {k: v for k, v in job.view().items() if k in ("delayTime", "executionTime")}
+        return web.json_response({"status": job.status, "stream": items, **times})
 
     async def cancel(self, request: web.Request) -> web.Response:
         self._client_auth(request)

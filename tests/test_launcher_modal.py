@@ -57,7 +57,7 @@ def test_the_cached_url_serves_and_the_badge_is_warm(comfy_install: ComfyInstall
                                                       tmp_path: Path, modal_app: str) -> None:
     env = {"REMOTE_EXEC_CACHE_DIR": str(tmp_path / "cache"), "REMOTE_EXEC_TOKEN": "jt",
            "REMOTE_EXEC_CONFIG": str(tmp_path / "no-config.yaml")}
-    remember("comfy-remote-exec", "api", modal_app, env)
+    remember("comfy-remote-exec", "API.serve", modal_app, env)
     handle = launch(comfy_install, tmp_path, "--backend", "modal", env=env)
     try:
         status = httpx.get(f"{handle.url}/remote_exec/status").json()

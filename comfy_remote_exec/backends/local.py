@@ -1,9 +1,17 @@
 """Backend `local`: the same worker, on this machine.
 
 If a worker is already running (the launcher starts one and passes its URL),
-this is the http backend pointed at it. Otherwise the first job starts a
+this is the http backend pointed at it. Otherwise this backend starts a
 worker with its own base directory, so local inputs and outputs stay apart
 from the worker's exactly as with a real remote, and `close()` stops it.
+
+When is it started? As early as possible: ComfyUI's prestartup hook (see
+`extension/prestart.py`) spawns it before ComfyUI imports torch, so both
+start side by side and the first Run does not wait for a second ComfyUI
+(ComfyUI's own test suite starts a server per test class, and waited about
+5 s each). The backend then adopts that process if its command is the one it
+would have run; a prestarted worker nobody adopts is stopped at shutdown.
+Failing that, the extension's start-up warms it up, or the first job does.
 """
 
 from __future__ import annotations
@@ -20,14 +28,23 @@ from typing import Any, BinaryIO
 import httpx
 
 from ..errors import RemoteUnavailable
-from ..jobapi.spawn import WorkerStartError, start_worker, stop_worker, worker_command
+from ..jobapi.spawn import (
+    StartingWorker,
+    WorkerStartError,
+    start_worker,
+    stop_worker,
+    worker_command,
+)
 from ..protocol import Event, JobSpec, OutputFile
 from ..protocol.catalog import RemoteCatalog
-from .base import Backend, ShipResult, Submitted
+from .base import ShipResult, Submitted
 from .http import HttpBackend
 from .registry import BackendContext, BackendSpec, register
 
 log = logging.getLogger(__name__)
+
+# Workers started at ComfyUI's prestartup, by their command, until a backend adopts one.
+_prestarted: dict[tuple[str, ...], StartingWorker] = {}
 
 
 class LocalBackend:
@@ -50,16 +67,34 @@ class LocalBackend:
             return self._http
         async with self._lock:
             if self._http is None:
-                self.worker_dir.mkdir(parents=True, exist_ok=True)
-                cmd = worker_command(python=sys.executable, comfyui=self.comfyui,
-                                     comfy_python=sys.executable, base_dir=self.worker_dir,
-                                     comfy_args=self.comfy_args)
+                cmd = self.command()
+                early = _prestarted.pop(tuple(cmd), None)
                 try:
-                    self._proc, url = await asyncio.to_thread(start_worker, cmd)
+                    if early is not None:
+                        self._proc = early.proc
+                        url = await asyncio.to_thread(early.wait)
+                    else:
+                        self.worker_dir.mkdir(parents=True, exist_ok=True)
+                        self._proc, url = await asyncio.to_thread(start_worker, cmd)
                 except WorkerStartError as exc:
                     raise RemoteUnavailable(str(exc), code="local_worker_failed") from None
                 self._http = HttpBackend(url, self.token, self.client)
         return self._http
+
+    def command(self) -> list[str]:
+        """The worker this backend starts: ComfyUI's Python, its own base directory."""
+        return worker_command(python=sys.executable, comfyui=self.comfyui,
+                              comfy_python=sys.executable, base_dir=self.worker_dir,
+                              comfy_args=self.comfy_args)
+
+    def prestart(self) -> None:
+        """Spawn the worker now, for `_backend` to adopt (see the module's docstring)."""
+        if self._http is not None:
+            return  # the launcher's worker
+        cmd = self.command()
+        if tuple(cmd) not in _prestarted:
+            self.worker_dir.mkdir(parents=True, exist_ok=True)
+            _prestarted[tuple(cmd)] = StartingWorker(cmd)
 
     async def warm_up(self) -> None:
         """Start the worker now (if this backend starts its own); failures wait for a job,
@@ -111,7 +146,13 @@ class LocalBackend:
             await asyncio.to_thread(stop_worker, self._proc)
 
 
-def _make(ctx: BackendContext) -> Backend:
+def _discard() -> None:
+    """Stop the prestarted workers no backend adopted (settings changed since)."""
+    while _prestarted:
+        stop_worker(_prestarted.popitem()[1].proc)
+
+
+def _make(ctx: BackendContext) -> LocalBackend:
     # The launcher's own worker comes with its URL; else this backend starts one, which
     # caches as this ComfyUI does (its --cache-* flags).
     worker_args = shlex.split(ctx.env.get("REMOTE_EXEC_WORKER_ARGS", ""))
@@ -121,4 +162,5 @@ def _make(ctx: BackendContext) -> Backend:
 
 
 register(BackendSpec("local", "a worker on this machine, with its own ComfyUI (no account "
-                     "needed)", _make, endpoint="", order=0))
+                     "needed)", _make, endpoint="", order=0,
+                     prestart=lambda ctx: _make(ctx).prestart(), discard=_discard))

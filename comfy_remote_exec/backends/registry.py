@@ -57,6 +57,11 @@ class BackendSpec:
     # The launcher option that sets its endpoint (`--url` or `--endpoint`).
     launcher_option: str = "--url"
     order: int = 100  # its place in lists (the settings combo, the launcher's help)
+    # Called at ComfyUI's prestartup, before it imports torch, for a backend that starts
+    # its own worker: start it then, so it is up about when ComfyUI is (see `local`).
+    prestart: Callable[[BackendContext], None] | None = None
+    # Stops what `prestart` started that no backend adopted once the extension started.
+    discard: Callable[[], None] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def public_view(self) -> dict[str, Any]:
@@ -108,3 +113,10 @@ def require_url(ctx: BackendContext, spec_name: str, what: str) -> str:
                           "in the settings, the launcher option, or the config file",
                           code="no_endpoint")
     return ctx.url
+
+
+def discard_prestarted() -> None:
+    """Stop the workers backends started at prestartup and did not adopt."""
+    for spec in specs().values():
+        if spec.discard is not None:
+            spec.discard()

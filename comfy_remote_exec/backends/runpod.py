@@ -34,6 +34,7 @@ import base64
 import binascii
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,6 +62,7 @@ from ..protocol.runpod import (
     FilePart,
     decode_error,
     parse_chunk,
+    runpod_timing,
 )
 from .base import Backend, ShipResult, Submitted
 from .registry import BackendContext, BackendSpec, register, require_url
@@ -112,6 +114,14 @@ def ended(state: str, status: Mapping[str, Any]) -> JobStatus:
             retryable=True))
     return JobStatus(FAILED, decode_error(status.get("error"),
                                           fallback=f"the RunPod job ended {state}"))
+
+
+def timed(event: Event, answer: Mapping[str, Any]) -> Event:
+    """A terminal status with RunPod's own `delayTime` / `executionTime` in its timing."""
+    if not (event.terminal and isinstance(event.payload, JobStatus)):
+        return event
+    timing = runpod_timing(event.payload.timing, answer)
+    return replace(event, payload=replace(event.payload, timing=timing))
 
 
 class RunpodBackend:
@@ -271,7 +281,7 @@ class RunpodBackend:
             for item in items:
                 for event in self._take(job_id, item.get("output"), parts, after):
                     after = event.seq
-                    yield event
+                    yield timed(event, answer)
                     if event.terminal:
                         return
             status = answer.get("status")
@@ -313,10 +323,11 @@ class RunpodBackend:
         for item in output if isinstance(output, list) else []:
             for event in self._take(job_id, item, parts, after):
                 after = event.seq
-                yield event
+                yield timed(event, status)
                 if event.terminal:
                     return
-        yield Event(after + 1, ended(str(status.get("status")), status), time.time())
+        yield timed(Event(after + 1, ended(str(status.get("status")), status), time.time()),
+                    status)
 
     # -- the rest -----------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ server's own aiohttp start-up and shutdown signals.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import struct
 from pathlib import Path
@@ -30,11 +29,11 @@ except ImportError:
     _validate_job_id = None
 
 from ..config import state_dir
-from ..fsutil import confined
 from ..logsafe import hide_url_queries
 from .core import RemoteExec
 from .host import DEFAULT_USER
 from .intercept import make_middleware
+from .prestart import cache_flags, read_settings, settings_file
 from .routes import add_routes
 
 log = logging.getLogger("comfy_remote_exec")
@@ -126,17 +125,7 @@ class ComfyHost:
     def cache_args(self) -> list[str]:
         from comfy.cli_args import args
 
-        flags = []
-        if getattr(args, "cache_lru", 0):
-            flags += ["--cache-lru", str(args.cache_lru)]
-        for name in ("cache_classic", "cache_none"):
-            if getattr(args, name, False):
-                flags.append("--" + name.replace("_", "-"))
-        ram = getattr(args, "cache_ram", None)  # v0.26: a list of GB (empty: not given)
-        if ram:
-            flags += ["--cache-ram", *(str(v) for v in ram)] if isinstance(ram, list) \
-                else ["--cache-ram", str(ram)]
-        return flags
+        return cache_flags(args)
 
     def add_history(self, prompt_id: str, entry: dict[str, Any]) -> None:
         queue = self.server.prompt_queue
@@ -151,19 +140,13 @@ class ComfyHost:
     def settings(self, user: str = DEFAULT_USER) -> dict[str, Any]:
         """A user's saved settings (re-read when the file changes)."""
         try:
-            path = confined(Path(folder_paths.get_user_directory()),
-                            f"{user}/comfy.settings.json")
+            path = settings_file(Path(folder_paths.get_user_directory()), user)
             mtime = path.stat().st_mtime
         except (OSError, ValueError):
             return {}
         cached = self._settings_cache.get(user)
         if cached is None or cached[0] != mtime:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            cached = self._settings_cache[user] = (mtime, data if isinstance(data, dict)
-                                                   else {})
+            cached = self._settings_cache[user] = (mtime, read_settings(path))
         return cached[1]
 
     def request_user(self, request: web.Request) -> str:

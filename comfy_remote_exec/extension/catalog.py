@@ -35,6 +35,7 @@ from ..protocol.catalog import RemoteCatalog
 log = logging.getLogger(__name__)
 
 MAX_AGE = 60.0  # seconds before a read asks the remote (cheaply) whether it changed
+RETRY_AFTER = 30.0  # seconds after a failed fetch during which reads do not wait again
 
 
 class RemoteCatalogCache:
@@ -46,6 +47,7 @@ class RemoteCatalogCache:
         self.clock = clock
         self.fetched_at: float | None = None
         self.error: str | None = None
+        self._failed_at: float | None = None
         self._catalog: RemoteCatalog | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[RemoteCatalog | None] | None = None
@@ -85,9 +87,9 @@ class RemoteCatalogCache:
             try:
                 fresh = await self.backend.catalog(known)
             except RemoteExecError as exc:
-                self.error = exc.message
+                self.error, self._failed_at = exc.message, self.clock()
                 raise
-            self.error = None
+            self.error, self._failed_at = None, None
             self.fetched_at = self.clock()
             if fresh is not None:
                 self._catalog = fresh
@@ -124,8 +126,10 @@ class RemoteCatalogCache:
         """The catalog, fetching it first (up to `timeout` s) when none is held; a
         stale one is served at once while it is checked in the background."""
         if self._catalog is None:
+            failed = self._failed_at is not None and \
+                self.clock() - self._failed_at < RETRY_AFTER
             task = self.refresh_soon()
-            if task is not None:
+            if task is not None and not failed and timeout > 0:  # just failed: no wait
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), timeout)
         elif self.stale():

@@ -37,7 +37,9 @@ from ..config import (
 )
 from ..errors import ConfigError, RemoteExecError
 from ..hashcache import HashCache
+from ..protocol import JobTiming
 from .catalog import MAX_AGE, RemoteCatalogCache
+from .cost import CostLedger, JobCost, price_for
 from .dispatcher import Dispatcher
 from .host import DEFAULT_USER, Host
 from .inputs import InputHasher
@@ -88,8 +90,10 @@ class RemoteExec:
         self._warming: asyncio.Task[None] | None = None
         self.backends: dict[tuple[str, str | None, str | None], Backend] = {}
         self.catalogs: dict[tuple[str, str | None], RemoteCatalogCache] = {}
+        self.costs = CostLedger()  # this session's GPU seconds and cost
         self.dispatcher = Dispatcher(host, self.journal, self.backend_for,
-                                     lambda: self.config().parallel, self._output_landed)
+                                     lambda: self.config().parallel, self._output_landed,
+                                     on_timing=self._timed)
         # One hash cache for inputs and models, kept across restarts.
         self.hashes = HashCache(state / "hashes.json")
         self.dispatcher.hasher = InputHasher(self.hashes)
@@ -152,6 +156,20 @@ class RemoteExec:
         if self.env.get("REMOTE_EXEC_OPEN_RESULTS", "") in ("1", "true", "yes"):
             folder = self.host.output_dir / entry.get("subfolder", "")
             open_with_viewer(folder / entry["filename"])
+
+    def _timed(self, job: RemoteJob, timing: JobTiming) -> None:
+        """A job's GPU seconds arrived: price them, add them up, tell its client."""
+        try:
+            prices = load_secrets(self.secrets_path).get("prices")
+        except ConfigError as exc:
+            log.warning("no prices: %s", exc.message)
+            prices = None
+        cost = JobCost(timing, price_for(job.backend, prices))
+        job.cost = cost.to_dict()
+        self.costs.add(job.backend, cost)
+        self.host.send("remote_exec.cost", {"prompt_id": job.prompt_id, "status": job.status,
+                                            **job.cost,
+                                            "session": self.costs.view()}, job.client_id)
 
     # -- prompts ------------------------------------------------------------------------
 
@@ -275,17 +293,25 @@ class RemoteExec:
 
     def start(self) -> None:
         """Resume the journal's jobs; with remote mode on, warm the `local` worker up now,
-        so the first Run does not wait for its ComfyUI to start (a local run would not)."""
+        so the first Run does not wait for its ComfyUI to start (a local run would not).
+        A worker started at prestartup is adopted then; one the settings no longer ask
+        for is stopped."""
         self.dispatcher.resume(self.journal.unfinished())
+        loop = asyncio.get_running_loop()
         try:
             cfg = self.config()
             backend = self.backend(cfg.backend, cfg.url, cfg.token) if cfg.enabled else None
         except RemoteExecError as exc:
             log.warning("remote execution is not ready: %s", exc.message)
-            return
+            backend = None
         warm_up = getattr(backend, "warm_up", None)  # a backend that starts its own worker
-        if warm_up is not None:
-            self._warming = asyncio.get_running_loop().create_task(warm_up())
+
+        async def warm() -> None:
+            if warm_up is not None:
+                await warm_up()
+            await asyncio.to_thread(registry.discard_prestarted)
+
+        self._warming = loop.create_task(warm())
         if backend is not None:  # the UI's first load may show the remote's models
             cache = self.catalog_for()
             if cache.current() is None or cache.stale():
@@ -297,6 +323,7 @@ class RemoteExec:
         await self.dispatcher.close()
         for cache in self.catalogs.values():
             await cache.close()
+        await asyncio.to_thread(self.journal.close)
         for backend in self.backends.values():
             try:
                 await backend.close()
@@ -315,4 +342,5 @@ class RemoteExec:
             catalog = None
         return {"config": cfg, "catalog": catalog, "running": [item[1] for item in running],
                 "pending": [item[1] for item in pending],
-                "backends": [spec.public_view() for spec in registry.specs().values()]}
+                "backends": [spec.public_view() for spec in registry.specs().values()],
+                "cost": self.costs.view()}

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..errors import RemoteExecError
+from ..protocol import JobTiming
 from .host import Host
 from .inputs import InputHasher
 from .jobrun import JobRun
@@ -34,12 +35,14 @@ BackendFor = Callable[[RemoteJob], Backend]
 class Dispatcher:
     def __init__(self, host: Host, journal: Journal, backend_for: BackendFor,
                  parallel: Callable[[], int],
-                 on_output: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_output: Callable[[dict[str, Any]], None] | None = None,
+                 on_timing: Callable[[RemoteJob, JobTiming], None] | None = None) -> None:
         self.host = host
         self.journal = journal
         self.backend_for = backend_for
         self.parallel = parallel
         self.on_output = on_output
+        self.on_timing = on_timing
         self.hasher = InputHasher()
         self.landed = LandedFiles()
         self.pending: list[RemoteJob] = []
@@ -82,7 +85,7 @@ class Dispatcher:
         except RemoteExecError as exc:
             backend = FailedBackend(exc)
         run = JobRun(job, backend, self.host, self.journal, self.hasher, self.on_output,
-                     on_end=self._ended, landed=self.landed)
+                     on_end=self._ended, landed=self.landed, on_timing=self.on_timing)
         self.running[job.prompt_id] = run
         self.host.queue_changed()  # as ComfyUI's queue announces a prompt it takes
 

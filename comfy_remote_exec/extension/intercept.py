@@ -10,7 +10,9 @@ without ComfyUI's `/api` prefix:
   a remote id is cancelled here, the rest go on to ComfyUI, and the answer's
   `cancelled` says whether either side cancelled something.
 Remote jobs show in `GET /queue` and `/api/jobs` through ComfyUI's own
-handlers (see `adapter.install`). Everything else passes through untouched.
+handlers (see `adapter.install`). With remote mode on, ComfyUI's node and
+model answers (`/object_info`, `/models`, `/experiment/models`...) gain the
+remote's (`unionview`). Everything else passes through untouched.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from .core import RemoteExec
+from .unionview import union_response, wanted
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,6 +42,8 @@ def make_middleware(core: RemoteExec) -> Any:
                                      ) -> web.StreamResponse:
         path = request.path[4:] if request.path.startswith("/api/") else request.path
         method = request.method
+        if wanted(method, path):
+            return await union_response(core, request, path, await handler(request))
         if method == "POST" and path == "/prompt":
             answer = await core.accept(await _body(request), core.host.request_user(request))
             if answer is not None:

@@ -47,6 +47,7 @@ from ..protocol import (
     ExecutionSuccess,
     JobSpec,
     JobStatus,
+    JobTiming,
     JsonObject,
     Lifecycle,
     MediaItem,
@@ -92,7 +93,8 @@ class JobRun:
     def __init__(self, job: RemoteJob, backend: Backend, host: Host, journal: Journal,
                  hasher: InputHasher, on_output: Callable[[dict[str, Any]], None] | None = None,
                  on_end: Callable[[RemoteJob], None] | None = None,
-                 landed: LandedFiles | None = None) -> None:
+                 landed: LandedFiles | None = None,
+                 on_timing: Callable[[RemoteJob, JobTiming], None] | None = None) -> None:
         self.job = job
         self.backend = backend
         self.host = host
@@ -101,6 +103,7 @@ class JobRun:
         self.lander = Lander(host.output_dir, host.temp_dir, landed)
         self.on_output = on_output
         self.on_end = on_end
+        self.on_timing = on_timing  # the remote's terminal status told its GPU seconds
         self.life = Lifecycle()
         self.outputs: dict[str, JsonObject] = {}
         self.meta: dict[str, JsonObject] = {}
@@ -208,6 +211,7 @@ class JobRun:
                     self.life.start()
                 if payload.terminal:
                     self.remote_ended = True
+                    self._timed(payload)
                     return payload.status, payload.error
             elif (isinstance(payload, Executing) and payload.node is None
                   and self.ending is not None):
@@ -223,12 +227,20 @@ class JobRun:
             async for event in events:
                 payload = event.payload
                 if isinstance(payload, JobStatus) and payload.terminal:
+                    self._timed(payload)
                     if payload.error is not None and payload.status != COMPLETED:
                         self.job.error = payload.error.to_dict()
                         self._notify_error(payload.error)
                     return
         except RemoteExecError as exc:
             log.debug("remote job %s: no final status (%s)", self.job.remote_id, exc)
+
+    def _timed(self, status: JobStatus) -> None:
+        if status.timing is None:
+            return  # an older worker's
+        self.job.timing = status.timing.to_dict()
+        if self.on_timing is not None:
+            self.on_timing(self.job, status.timing)
 
     async def _relay(self, event: Event, payload: Payload) -> None:
         job = self.job

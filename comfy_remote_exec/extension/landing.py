@@ -15,7 +15,6 @@ restart.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -171,18 +170,29 @@ class Lander:
         return entry
 
     def _place(self, part: Path, folder: Path, out: OutputFile) -> str:
-        for name in candidate_names(out.filename, numbered(folder, out.filename)):
-            dest = folder / name
-            try:
-                os.link(part, dest)
+        # The remote's own name when it is free; the folder is listed (for the next
+        # counter) only when it is not, so a big output folder costs nothing per file.
+        if _take(part, folder / out.filename):
+            return out.filename
+        for name in candidate_names(out.filename, numbered(folder, out.filename))[1:]:
+            if _take(part, folder / name):
                 return name
-            except FileExistsError:
-                continue
-            except OSError:
-                # No hard links here (some filesystems): exclusive create instead.
-                with contextlib.suppress(FileExistsError):
-                    with dest.open("xb") as fh, part.open("rb") as src:
-                        shutil.copyfileobj(src, fh, CHUNK)
-                    return name
         raise RemoteExecError(f"no free name for {out.filename} in {folder}",
                               code="output_name_exhausted")
+
+
+def _take(part: Path, dest: Path) -> bool:
+    """Give `part`'s bytes the name `dest` unless it exists (never overwriting)."""
+    try:
+        os.link(part, dest)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links here (some filesystems): exclusive create instead.
+        try:
+            with dest.open("xb") as fh, part.open("rb") as src:
+                shutil.copyfileobj(src, fh, CHUNK)
+        except FileExistsError:
+            return False
+        return True

@@ -24,9 +24,10 @@ def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
             cfg = core.config(core.host.request_user(request))
             backend = core.backend(cfg.backend, cfg.url, cfg.token)
             remote = await backend.health()
-            core.catalog_for(core.host.request_user(request)).note_version(
-                remote.get("content_version"))
-            return web.json_response({"ok": True, "backend": cfg.backend, "remote": remote})
+            catalog = core.catalog_for(core.host.request_user(request))
+            catalog.note_version(remote.get("content_version"))
+            return web.json_response({"ok": True, "backend": cfg.backend, "remote": remote,
+                                      "catalog": catalog.status()})
         except RemoteExecError as exc:
             return web.json_response({"ok": False, "error": {
                 "code": exc.code, "message": exc.message}})
@@ -41,6 +42,11 @@ def add_routes(routes: web.RouteTableDef, core: RemoteExec) -> None:
         except RemoteExecError as exc:
             return web.json_response({"ok": False, "error": {
                 "code": exc.code, "message": exc.message}})
+
+    @routes.get("/remote_exec/cost")
+    async def cost(request: web.Request) -> web.Response:
+        """This session's running total of GPU seconds and cost."""
+        return web.json_response(core.costs.view())
 
     @routes.get("/remote_exec/jobs/{prompt_id}")
     async def job(request: web.Request) -> web.Response:

@@ -49,42 +49,63 @@ def worker_command(*, python: str | os.PathLike[str], comfyui: str | os.PathLike
     return [*cmd, *extra, "--", *comfy_args]
 
 
+class StartingWorker:
+    """A worker process spawned now, whose ready line is waited for later.
+
+    The process is started in the calling thread: on Linux it is told to die
+    with that thread (PR_SET_PDEATHSIG follows the thread that forked), so
+    spawn from a thread that lives as long as the owner, such as the main one.
+    `wait` may then be called from any thread.
+    """
+
+    def __init__(self, cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 sink: Callable[[str], None] | None = None) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        full_env = dict(os.environ if env is None else env)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, full_env.get("PYTHONPATH", "")) if p)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.cmd = list(cmd)
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     text=True, env=full_env,
+                                     preexec_fn=die_with_parent
+                                     if sys.platform.startswith("linux") else None)
+        self._ready: queue.Queue[str] = queue.Queue()
+        self._tail: list[str] = []
+        self._sink = sink
+        threading.Thread(target=self._pump, name="worker-output", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._tail.append(line)
+            del self._tail[:-50]
+            if self._sink is not None:
+                self._sink(line)
+            if line.startswith(READY):
+                self._ready.put(line[len(READY):].strip())
+        self._ready.put("")
+
+    def wait(self, timeout: float = 180.0) -> str:
+        """The worker's URL once it is ready; else it is stopped and this raises."""
+        try:
+            url = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            url = ""
+        if not url:
+            stop_worker(self.proc)
+            raise WorkerStartError("the worker did not start:\n" + "".join(self._tail[-30:]))
+        self._ready.put(url)  # a second wait answers the same
+        return url
+
+
 def start_worker(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
                  timeout: float = 180.0, sink: Callable[[str], None] | None = None,
                  ) -> tuple[subprocess.Popen[str], str]:
     """Run `cmd`, return the process and its URL once it prints the ready line."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    full_env = dict(os.environ if env is None else env)
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (package_root, full_env.get("PYTHONPATH", "")) if p)
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, env=full_env,
-                            preexec_fn=die_with_parent if sys.platform.startswith("linux")
-                            else None)
-    ready: queue.Queue[str] = queue.Queue()
-    tail: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tail.append(line)
-            del tail[:-50]
-            if sink is not None:
-                sink(line)
-            if line.startswith(READY):
-                ready.put(line[len(READY):].strip())
-        ready.put("")
-
-    threading.Thread(target=pump, name="worker-output", daemon=True).start()
-    try:
-        url = ready.get(timeout=timeout)
-    except queue.Empty:
-        url = ""
-    if not url:
-        stop_worker(proc)
-        raise WorkerStartError("the worker did not start:\n" + "".join(tail[-30:]))
-    return proc, url
+    starting = StartingWorker(cmd, env=env, sink=sink)
+    return starting.proc, starting.wait(timeout)
 
 
 def stop_worker(proc: subprocess.Popen[str], grace: float = 30.0) -> None:

@@ -8,6 +8,7 @@ The only place that knows the shape of what travels between the two sides:
 - `runpod`: the chunks a RunPod stream carries;
 - `lifecycle`: the job's states, one state machine for both sides;
 - `ranges`: `Content-Range`, for files that cross in parts;
+- `timing`: a job's GPU seconds (queue wait, cold start, execution), for cost;
 - `common`: names, JSON types, base64, limits.
 
 Everything is re-exported here, so `from comfy_remote_exec.protocol import X`
@@ -70,6 +71,7 @@ from .lifecycle import (
 )
 from .outputs import FOLDERS, MEDIA_TYPES, OutputFile, media_type
 from .ranges import ContentRange
+from .timing import JobTiming
 
 __all__ = [
     "ANNOTATIONS", "CANCELLED", "COMFY_EVENTS", "COMFY_PAYLOADS", "COMPLETED", "ENDINGS",
@@ -78,7 +80,7 @@ __all__ = [
     "QUEUED", "RUNNING", "SUPPORTED_VERSIONS", "TERMINAL_STATUSES", "ContentRange",
     "Event", "Executed", "Executing", "ExecutionCached", "ExecutionError",
     "ExecutionInterrupted", "ExecutionStart", "ExecutionSuccess", "InputOverride", "JobSpec",
-    "JobStatus", "JsonObject", "JsonValue", "Lifecycle", "LifecycleError", "MediaItem",
+    "JobStatus", "JobTiming", "JsonObject", "JsonValue", "Lifecycle", "LifecycleError", "MediaItem",
     "NodeProgress", "OutputFile", "Payload", "Preview", "Progress", "ProgressState",
     "ProtocolMismatch", "Unknown", "b64encode", "check_version",
     "decode_base64", "is_sha256", "media_name", "media_type", "payload_from", "safe_relpath",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest
-from .common import as_object
+from .common import as_object, safe_relpath
 
 VERSION_CHARS = 16  # hex digits of a content_version
 
@@ -38,8 +38,8 @@ class ModelEntry:
     def from_dict(cls, raw: object) -> ModelEntry:
         obj = as_object(raw, "a model entry")
         name, size = obj.get("name"), obj.get("size", 0)
-        if not isinstance(name, str) or not name:
-            raise BadRequest("a model entry needs a name", code="invalid_catalog")
+        safe_relpath(name, what="model name")  # a hostile remote's names go no further
+        assert isinstance(name, str)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             size = 0
         return cls(name, size)

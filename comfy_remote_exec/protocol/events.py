@@ -31,6 +31,7 @@ from ..errors import BadRequest, ProtocolMismatch, RemoteExecError
 from .common import JsonObject, JsonValue
 from .lifecycle import JOB_STATUSES, TERMINAL_STATUSES
 from .outputs import OutputFile
+from .timing import JobTiming
 
 PROTOCOL_VERSION = 2
 SUPPORTED_VERSIONS = frozenset({PROTOCOL_VERSION})
@@ -317,6 +318,7 @@ class JobStatus:
     TYPE: ClassVar[str] = "job_status"
     status: str = "queued"
     error: RemoteExecError | None = None
+    timing: JobTiming | None = None  # a terminal status's GPU seconds (`protocol.timing`)
 
     @property
     def terminal(self) -> bool:
@@ -326,6 +328,8 @@ class JobStatus:
         out: JsonObject = {"status": self.status}
         if self.error is not None:
             out["error"] = self.error.to_dict()
+        if self.timing is not None:
+            out["timing"] = self.timing.to_dict()
         return out
 
     @classmethod
@@ -335,7 +339,8 @@ class JobStatus:
             raise BadRequest(f"job_status.status {status!r} is not a job status")
         error = data.get("error")
         return cls(str(status),
-                   RemoteExecError.from_dict(error) if isinstance(error, dict) else None)
+                   RemoteExecError.from_dict(error) if isinstance(error, dict) else None,
+                   JobTiming.parse(data.get("timing")))
 
 
 @dataclass(slots=True)

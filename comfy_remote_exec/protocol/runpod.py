@@ -12,17 +12,22 @@ string. Our handler and the `runpod` backend speak these shapes:
   endpoint lacks, answered by `{"missing": [...], "uploads": {sha: url}}`;
 - a failure is `{"error": "<the error family's dict, as JSON>"}`, so RunPod's
   `error` string still carries the code, message, node and log tail.
+
+`runpod_timing` reads RunPod's `delayTime` and `executionTime` into a job's
+GPU seconds (`protocol.timing`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ..errors import RemoteExecError
 from .common import JsonObject, as_object, b64encode, decode_base64, is_sha256, require
 from .events import Event
+from .timing import JobTiming
 
 PART_LIMIT = 1024 * 1024
 
@@ -130,3 +135,33 @@ class BlobsAnswer:
         return cls([str(h) for h in missing] if isinstance(missing, list) else [],
                    {str(k): str(v) for k, v in uploads.items()}
                    if isinstance(uploads, dict) else {})
+
+
+def _seconds(ms: object) -> float | None:
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms < 0:
+        return None
+    return float(ms) / 1000.0
+
+
+def runpod_timing(worker: JobTiming | None, status: Mapping[str, Any]) -> JobTiming | None:
+    """A RunPod job's GPU seconds, from RunPod's `/status` (or `/stream`) figures.
+
+    RunPod reports `delayTime` (ms from `/run` until a worker took the job: its
+    queue and, on a cold worker, the container's start) and `executionTime` (ms
+    the handler held the job). The worker reports its own cold start (process
+    start → ComfyUI ready) in the terminal `job_status`; that part of
+    `delayTime` is the cold start, the rest the queue wait. `executionTime`,
+    once RunPod knows it, is what it bills as execution; until then the
+    worker's own queue and execution stand for it.
+    """
+    delay, execution = _seconds(status.get("delayTime")), _seconds(status.get("executionTime"))
+    if delay is None and execution is None:
+        return worker
+    own = worker or JobTiming()
+    cold, wait = own.cold_start_s, own.queue_wait_s
+    run = own.queue_wait_s + own.execution_s
+    if delay is not None:
+        cold = min(cold, delay)
+        wait = delay - cold
+    return JobTiming(queue_wait_s=wait, cold_start_s=cold,
+                     execution_s=execution if execution is not None else run)

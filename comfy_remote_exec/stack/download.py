@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..errors import RemoteExecError
 from ..fsutil import file_sha256
-from .spec import Model, Stack
+from .spec import Model, Stack, StackError
 
 
 class DownloadError(RemoteExecError):
@@ -70,6 +70,10 @@ def download_models(stack: Stack, volume_dir: str | os.PathLike[str],
     Results are in stack order.
     """
     models = stack.select(only) if only else stack.models
+    unknown = [m.relpath for m in models if m.url is None]
+    if unknown:
+        raise StackError("no download URL for " + ", ".join(unknown) + " (needs_url in the "
+                         "stack file): add their url, or leave them out with --only")
     bar = progress if progress is not None else TextBar()
     http = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=20.0))
 
@@ -161,6 +165,8 @@ def _fetch(model: Model, part: Path, client: httpx.Client,
         hashlib.sha256() if model.sha256 else None)
     if model.size is not None and offset == model.size:
         return hasher, 0
+    if model.url is None:
+        raise DownloadError(f"{model.name}: no download URL (needs_url in the stack file)")
     headers = {"Accept-Encoding": "identity", **_auth(model)}
     if offset:
         headers["Range"] = f"bytes={offset}-"

@@ -7,6 +7,13 @@ This module parses and checks it, and turns the custom nodes into the git and
 pip commands that install them. Downloading models is `download`; the
 command line is `python -m comfy_remote_exec.stack` (see `cli`).
 
+A custom node is a git repository at a commit (`repo`, `ref`), or a Comfy
+Registry package at a version (`registry`, `version`) for a node installed
+from the registry without git; `node_types` optionally lists the node types
+it provides (`stack freeze` records them, `stack diff` compares them). A
+model without a known download URL (frozen from a local file) says so with
+`needs_url: true` instead of a `url`: `show` and the downloads report it.
+
 Standard library and pyyaml only: it runs inside image builds.
 """
 
@@ -33,6 +40,8 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO_SCHEMES = ("https://", "file://")
 _URL_SCHEMES = ("https://", "http://")
+_REGISTRY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+-]{0,63}")
 
 
 class StackError(BadRequest):
@@ -54,15 +63,25 @@ class ComfyUISource:
 @dataclass(frozen=True)
 class CustomNode:
     name: str
-    repo: str
-    ref: str
+    repo: str | None = None  # a git repository at `ref`, or
+    ref: str | None = None
     recursive: bool = False
+    registry: str | None = None  # a Comfy Registry package at `version`
+    version: str | None = None
+    node_types: tuple[str, ...] = ()
+
+    @property
+    def pin(self) -> str:
+        """Where it comes from, in one line."""
+        if self.registry is not None:
+            return f"registry {self.registry}@{self.version}"
+        return f"{(self.ref or '')[:12]}  {self.repo}"
 
 
 @dataclass(frozen=True)
 class Model:
     name: str
-    url: str
+    url: str | None  # None: `needs_url`, no download URL known yet
     folder: str
     size: int | None = None
     sha256: str | None = None
@@ -122,10 +141,11 @@ def parse_stack(data: Any, *, where: str = "stack file") -> Stack:
 
 def _node(item: Any, where: str) -> CustomNode:
     where = _label(item, where)
-    d = _mapping(item, where, required=("name", "repo", "ref"), optional=("recursive",))
-    name = _relpath(_str(d["name"], f"{where}: name"), f"{where}: name")
-    if "/" in name:
-        raise StackError(f"{where}: name must be a single folder name, not a path")
+    if isinstance(item, dict) and "registry" in item:
+        return _registry_node(item, where)
+    d = _mapping(item, where, required=("name", "repo", "ref"),
+                 optional=("recursive", "node_types"))
+    name = _node_name(d, where)
     ref = _str(d["ref"], f"{where}: ref")
     if not _SHA1.fullmatch(ref):
         raise StackError(f"{where}: ref {ref!r} must be a full 40-character commit sha, "
@@ -134,18 +154,58 @@ def _node(item: Any, where: str) -> CustomNode:
     if not isinstance(recursive, bool):
         raise StackError(f"{where}: recursive must be true or false")
     return CustomNode(name=name, repo=_repo(d["repo"], f"{where}: repo"), ref=ref.lower(),
-                      recursive=recursive)
+                      recursive=recursive, node_types=_node_types(d, where))
+
+
+def _registry_node(item: dict[str, Any], where: str) -> CustomNode:
+    d = _mapping(item, where, required=("name", "registry", "version"),
+                 optional=("node_types",))
+    name = _node_name(d, where)
+    registry = _str(d["registry"], f"{where}: registry")
+    if not _REGISTRY_ID.fullmatch(registry):
+        raise StackError(f"{where}: registry {registry!r} is not a Comfy Registry node id")
+    version = d["version"]
+    version = _str(str(version) if isinstance(version, (int, float)) else version,
+                   f"{where}: version")
+    if not _VERSION.fullmatch(version):
+        raise StackError(f"{where}: version {version!r} must be a release such as 1.2.3")
+    return CustomNode(name=name, registry=registry, version=version,
+                      node_types=_node_types(d, where))
+
+
+def _node_name(d: dict[str, Any], where: str) -> str:
+    name = _relpath(_str(d["name"], f"{where}: name"), f"{where}: name")
+    if "/" in name:
+        raise StackError(f"{where}: name must be a single folder name, not a path")
+    return name
+
+
+def _node_types(d: dict[str, Any], where: str) -> tuple[str, ...]:
+    types = _list(d.get("node_types"), where, "node_types")
+    if not all(isinstance(t, str) and t.strip() for t in types):
+        raise StackError(f"{where}: node_types must be a list of node type names")
+    return tuple(types)
 
 
 def _model(item: Any, where: str) -> Model:
     where = _label(item, where)
-    d = _mapping(item, where, required=("name", "url", "folder"),
-                 optional=("size", "sha256", "token_env"))
+    d = _mapping(item, where, required=("name", "folder"),
+                 optional=("url", "needs_url", "size", "sha256", "token_env"))
     name = _relpath(_str(d["name"], f"{where}: name"), f"{where}: name")
     folder = _relpath(_str(d["folder"], f"{where}: folder"), f"{where}: folder")
-    url = _str(d["url"], f"{where}: url")
-    if not url.startswith(_URL_SCHEMES):
-        raise StackError(f"{where}: url {url!r} must be an http(s) URL")
+    needs_url = d.get("needs_url", False)
+    if not isinstance(needs_url, bool):
+        raise StackError(f"{where}: needs_url must be true or false")
+    url: str | None = None
+    if d.get("url") is not None:
+        url = _str(d["url"], f"{where}: url")
+        if not url.startswith(_URL_SCHEMES):
+            raise StackError(f"{where}: url {url!r} must be an http(s) URL")
+        if needs_url:
+            raise StackError(f"{where}: has a url, so it cannot also say needs_url")
+    elif not needs_url:
+        raise StackError(f"{where}: missing url (or needs_url: true for a model without "
+                         "a known download URL)")
     size = d.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise StackError(f"{where}: size must be a positive number of bytes")
@@ -247,19 +307,51 @@ def default_installer(python: str = sys.executable,
     return (python, "-m", "pip", "install")
 
 
+# Fetches a Comfy Registry package (argv: api, node id, version, dest) with the standard
+# library only, so it runs in any image step; the archive may not write outside dest.
+REGISTRY_FETCH = """\
+import io, json, pathlib, sys, urllib.parse, urllib.request, zipfile
+api, node, version, dest = sys.argv[1:]
+query = urllib.parse.urlencode({"version": version})
+with urllib.request.urlopen(f"{api}/nodes/{urllib.parse.quote(node)}/install?{query}") as r:
+    url = json.load(r)["downloadUrl"]
+with urllib.request.urlopen(url) as r:
+    archive = zipfile.ZipFile(io.BytesIO(r.read()))
+root = pathlib.Path(dest).resolve()
+for name in archive.namelist():
+    if not (root / name).resolve().is_relative_to(root):
+        sys.exit(f"{node} {version}: the archive names a path outside its folder: {name}")
+archive.extractall(root)
+"""
+REGISTRY_API = "https://api.comfy.org"
+
+
+def registry_api() -> str:
+    return os.environ.get("COMFY_REGISTRY_API", REGISTRY_API).rstrip("/")
+
+
 def node_commands(stack: Stack, comfyui_dir: str | os.PathLike[str], *,
-                  installer: Sequence[str]) -> list[Command]:
-    """The commands that install every custom node at its pinned commit. Pure."""
+                  installer: Sequence[str], python: str = "python3") -> list[Command]:
+    """The commands that install every custom node at its pinned commit (or registry
+    version). Pure but for reading `COMFY_REGISTRY_API` (the registry's address)."""
     commands: list[Command] = []
     for node in stack.custom_nodes:
         dest = Path(comfyui_dir, "custom_nodes", node.name)
+        requirements = dest / "requirements.txt"
+        if node.registry is not None:
+            commands.append(Command((python, "-c", REGISTRY_FETCH, registry_api(),
+                                     node.registry, str(node.version), str(dest)),
+                                    unless=dest))
+            commands.append(Command((*installer, "-r", str(requirements)),
+                                    only_if=requirements))
+            continue
+        assert node.repo is not None and node.ref is not None
         git = ("git", "-C", str(dest))
         commands.append(Command(("git", "clone", "--filter=blob:none", "--no-checkout",
                                  node.repo, str(dest)), unless=dest))
         commands.append(Command((*git, "checkout", "--quiet", "--detach", node.ref)))
         if node.recursive:
             commands.append(Command((*git, "submodule", "update", "--init", "--recursive")))
-        requirements = dest / "requirements.txt"
         commands.append(Command((*installer, "-r", str(requirements)), only_if=requirements))
     return commands
 

@@ -11,6 +11,7 @@ GPU container).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from ..comfy_env import custom_nodes_config
 from ..discovery import ComfyInstall
 from ..protocol import MAX_MEDIA_BYTES, MAX_MEDIA_ITEMS
+from ..protocol.timing import process_started_at
 from .api.api import (
     DIRS,
     SERVICE,
@@ -78,6 +80,7 @@ class Worker:
     async def start(self) -> None:
         self.dirs.base.mkdir(parents=True, exist_ok=True)
         await self.runner.start()
+        self.service.cold_started(process_started_at(), time.time())
 
     async def stop(self) -> None:
         await self.runner.stop()

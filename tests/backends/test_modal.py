@@ -43,7 +43,7 @@ async def test_without_a_url_it_takes_the_one_the_launcher_found(tmp_path: Path)
         build(None, env)
     assert refused.value.code == "no_endpoint"
     assert "modal token new" in refused.value.message and "--url" in refused.value.message
-    remember("comfy-remote-exec", "api", URL, env)
+    remember("comfy-remote-exec", "API.serve", URL, env)
     backend = build(None, env)
     assert backend.url == URL and backend.name == "modal"
     await backend.close()

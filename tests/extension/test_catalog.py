@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from comfy_remote_exec.backends.http import HttpBackend
+from comfy_remote_exec.errors import BadRequest
 from comfy_remote_exec.extension.catalog import RemoteCatalogCache
 from comfy_remote_exec.protocol.catalog import (
     ModelEntry,
@@ -145,3 +147,24 @@ def test_runpod_packing_round_trip() -> None:
     assert len(chunks) > 1 and all(len(c["catalog_gz"]) <= 4096 for c in chunks)
     assert unpack_catalog(list(reversed(chunks))) == catalog
     assert unpack_catalog([{"content_version": "abcd", "unchanged": True}]) is None
+
+
+async def test_a_failing_remote_is_not_waited_on_again(tmp_path: Path) -> None:
+    worker = FakeWorker()
+    worker.down = True
+    cache = make(tmp_path, worker)
+    assert await cache.wait_current(5) is None and cache.status()["error"]  # type: ignore[index]
+    calls = len(worker.calls)
+    assert await cache.wait_current(5) is None  # no wait: it failed just now
+    task = cache._task
+    if task is not None:
+        await task
+    assert len(worker.calls) > calls  # yet it tries again in the background
+
+
+def test_hostile_model_names_are_refused() -> None:
+    for name in ["../etc/passwd", "/abs.safetensors", "a/../../b.pt", "", "x\x00.pt"]:
+        with pytest.raises(BadRequest) as refused:
+            RemoteCatalog.from_dict({"content_version": "v", "object_info": {},
+                                     "models": {"loras": [{"name": name, "size": 1}]}})
+        assert refused.value.code == "unsafe_name"

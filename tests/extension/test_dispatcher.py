@@ -104,6 +104,7 @@ async def test_a_job_leaves_the_queue_before_its_last_message(tmp_path: Path) ->
         assert host.history["first"]["status"]["status_str"] == "success"
         found = dispatcher.find("first")
         assert found is not None and found.status == "completed"
+        dispatcher.journal.flush()
         assert not (tmp_path / "journal" / "first.json").exists(), "a restart would replay it"
         assert backend.submitted == ["first", "second"]
     finally:

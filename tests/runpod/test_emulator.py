@@ -50,6 +50,10 @@ def test_stream_drains_and_output_aggregates(api: httpx.Client) -> None:
     wait_status(api, job["id"], {"COMPLETED"})
     first = api.get(f"/stream/{job['id']}").json()
     assert [i["output"] for i in first["stream"]] == [{"chunk": 0}, {"chunk": 1}]
+    # RunPod's timing figures (ms), on /stream as on /status.
+    status = api.get(f"/status/{job['id']}").json()
+    assert isinstance(first["delayTime"], int) and isinstance(first["executionTime"], int)
+    assert status["delayTime"] == first["delayTime"] >= 0
     assert api.get(f"/stream/{job['id']}").json()["stream"] == []
 
 

@@ -33,6 +33,7 @@ from comfy_remote_exec.protocol import (
     Executed,
     ExecutionStart,
     JobStatus,
+    JobTiming,
     OutputFile,
     Preview,
     Progress,
@@ -193,3 +194,21 @@ async def test_unknown_event_types_pass_through_the_stream_untouched(tmp_path: P
 def test_file_parts_round_trip() -> None:
     part = FilePart("b" * 64, 3, b"\x00\xff")
     assert parse_chunk(json.loads(json.dumps(part.to_wire()))) == part
+
+
+async def test_the_first_job_carries_the_containers_cold_start(tmp_path: Path) -> None:
+    ran = JobTiming(queue_wait_s=0.25, cold_start_s=5.0, execution_s=2.0)
+    api = FakeJobApi([Event(1, JobStatus("completed", None, ran))])
+    handler = handler_on(api, tmp_path, cold_start=(100.0, 130.0))
+
+    async def end() -> JobTiming | None:
+        [chunk] = await collect(handler, OURS)
+        parsed = parse_chunk(chunk)
+        assert parsed is not None
+        [event] = parsed.events  # type: ignore[union-attr]
+        assert isinstance(event.payload, JobStatus)
+        return event.payload.timing
+
+    # The handler's span (its start to the worker ready) holds the worker's own.
+    assert await end() == JobTiming(0.25, 30.0, 2.0)
+    assert await end() == ran, "only the first job"

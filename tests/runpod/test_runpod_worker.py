@@ -73,6 +73,14 @@ async def test_workflows_through_the_sdk_loop(backend: RunpodBackend, emulator: 
         assert [e.seq for e in events] == list(range(events[0].seq, events[-1].seq + 1))
         assert status(events[-1]) == "completed", events[-1]
         assert comfy_worker.base is not None
+        # GPU seconds: RunPod's delayTime split into cold start and queue wait.
+        end = events[-1].payload
+        assert isinstance(end, JobStatus) and end.timing is not None
+        emu = emulator.jobs[job_id]
+        assert emu.started is not None
+        assert end.timing.queue_wait_s + end.timing.cold_start_s == pytest.approx(
+            int((emu.started - emu.created) * 1000) / 1000, abs=0.002)
+        assert end.timing.execution_s > 0
         for out, data in await outputs(backend, job_id, events):
             assert (comfy_worker.base / out.folder / out.subfolder / out.filename).read_bytes() \
                 == data

@@ -184,6 +184,8 @@ class ModalExecutor:
         if message.kind == messages.EVENT and message.payload is not None:
             await relay.sink.event(message.payload)
         elif message.kind == messages.START:
+            if message.cold_start is not None and relay.sink.cold_start is None:
+                relay.sink.cold_start = message.cold_start
             if life.start():
                 await relay.sink.changed()
         elif message.kind == messages.END:

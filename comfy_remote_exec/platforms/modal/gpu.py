@@ -11,6 +11,10 @@ these methods, and the local run of the Modal API calls them the same way):
   takes the GPU (`snapshot.restore`), the runner connects its WebSocket, the
   container reports its ComfyUI to the store (`comfy:info`) and starts
   watching its health;
+- the container measures its own cold start (`protocol.timing`): from its
+  process start (or, with a memory snapshot, the restore) to ComfyUI ready;
+  its first job carries that span in its start message, so the API's job
+  record counts it apart from the queue wait and the execution;
 - `run(request)` is one job: the same `Runner.submit` the worker uses, with a
   `GpuSink` that sends the job's events to the API through the queue and
   publishes its files on the data volume. It waits for the job's end and
@@ -36,6 +40,7 @@ from typing import Any
 from ...discovery import ComfyInstall
 from ...errors import RemoteExecError, RemoteUnavailable
 from ...protocol import CANCELLED, FAILED, Lifecycle, OutputFile
+from ...protocol.timing import process_started_at
 from ...worker.app import hook_args
 from ...worker.comfy.comfy_process import ComfyProcess, ComfyProcessConfig
 from ...worker.comfy.outputs import ComfyDirs
@@ -86,6 +91,8 @@ class GpuWorker:
             restart=config.restart))
         self.runner = Runner(self.process, self.dirs, BlobStore(data.blob_dir))
         self.unhealthy = False
+        self.began = process_started_at()
+        self.cold_start: tuple[float, float] | None = None  # until the first job takes it
         self.restored: dict[str, Any] = {}
         self._published: dict[str, Any] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -101,12 +108,15 @@ class GpuWorker:
 
     async def resume(self) -> None:
         """After the restore: ComfyUI takes the GPU; the runner connects; report."""
+        if self.config.snapshot and self.process.healthy:
+            self.began = time.time()  # restored: this container's life starts here
         if not self.process.healthy:
             await self.prepare()
         elif self.config.snapshot:
             self.restored = await snapshot.restore(self.process.url,
                                                    require_gpu=self.config.require_gpu)
         await self.runner.start()
+        self.cold_start = (self.began, time.time())
         try:
             await self.describe()
         except RemoteExecError as exc:
@@ -165,7 +175,8 @@ class GpuWorker:
             await publish_outputs(self.data, job_id, files, self.dirs)
 
         sender = QueueSender(self.events, job_id, publish)
-        sink = GpuSink(life, sender)
+        sink = GpuSink(life, sender, self.cold_start)
+        self.cold_start = None
         try:
             try:
                 await self.data.refresh()  # the inputs the API uploaded

@@ -39,8 +39,13 @@ def event_item(payload: Payload) -> dict[str, Any]:
     return {"k": EVENT, "type": kind, "data": payload.to_data()}
 
 
-def start_item() -> dict[str, Any]:
-    return {"k": START}
+def start_item(cold_start: tuple[float, float] | None = None) -> dict[str, Any]:
+    """`cold_start`: the container's (start, ComfyUI ready) span, sent with the first
+    job it runs (`protocol.timing`)."""
+    item: dict[str, Any] = {"k": START}
+    if cold_start is not None:
+        item["cold_start"] = list(cold_start)
+    return item
 
 
 def end_item(status: str, error: RemoteExecError | None) -> dict[str, Any]:
@@ -57,6 +62,7 @@ class Message:
     payload: Payload | None = None
     status: str | None = None
     error: RemoteExecError | None = None
+    cold_start: tuple[float, float] | None = None
 
 
 def parse(item: Any) -> Message:
@@ -77,7 +83,13 @@ def parse(item: Any) -> Message:
         return Message(END, status=str(item.get("status") or "failed"),
                        error=RemoteExecError.from_dict(error) if isinstance(error, dict)
                        else None)
-    if kind in (START, POKE):
+    if kind == START:
+        span = item.get("cold_start")
+        if (isinstance(span, list) and len(span) == 2
+                and all(isinstance(v, (int, float)) for v in span)):
+            return Message(START, cold_start=(float(span[0]), float(span[1])))
+        return Message(START)
+    if kind == POKE:
         return Message(str(kind))
     return Message(EVENT, Unknown("remote_exec.bad_item", {"item": repr(item)[:200]}))
 

@@ -105,9 +105,11 @@ class QueueSender:
 class GpuSink:
     """The runner's sink in the GPU container (`RunSink`)."""
 
-    def __init__(self, life: Lifecycle, sender: QueueSender) -> None:
+    def __init__(self, life: Lifecycle, sender: QueueSender,
+                 cold_start: tuple[float, float] | None = None) -> None:
         self.life = life
         self.sender = sender
+        self.cold_start = cold_start  # this container's, for its first job only
         self.ended = asyncio.Event()
         self._started = False
 
@@ -120,7 +122,7 @@ class GpuSink:
     async def changed(self) -> None:
         if self.life.status == RUNNING and not self._started:
             self._started = True
-            self.sender.send(messages.start_item())
+            self.sender.send(messages.start_item(self.cold_start))
         if self.life.terminal and not self.ended.is_set():
             self.sender.send(messages.end_item(self.life.status, self.life.error))
             self.ended.set()

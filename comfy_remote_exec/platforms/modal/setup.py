@@ -124,6 +124,7 @@ def verify(stack: Stack, volume_dir: Path, comfyui_dir: Path) -> SetupReport:
             report.missing_models.append(model.relpath)
         elif model.size is not None and path.stat().st_size != model.size:
             report.wrong_size.append((model.relpath, path.stat().st_size, model.size))
+    # A registry node (no git commit) is checked for presence only.
     pinned = {node.name: node.ref for node in stack.custom_nodes}
     nodes_dir = comfyui_dir / "custom_nodes"
     present = sorted(p for p in nodes_dir.iterdir() if p.is_dir()
@@ -136,6 +137,6 @@ def verify(stack: Stack, volume_dir: Path, comfyui_dir: Path) -> SetupReport:
         node = have.get(name)
         if node is None:
             report.missing_nodes.append(name)
-        elif node.commit != ref:
+        elif ref is not None and node.commit != ref:
             report.wrong_commit.append((name, node.commit, ref))
     return report

@@ -31,6 +31,12 @@ it over the job API; it does not call the job service in-process. Why:
   measured over 650 progress events of a CPU ComfyUI; RunPod's `/stream`,
   polled every 50 ms by the `runpod` backend, adds 25 ms on average.
 The price is that hop and a per-container token on the loopback port.
+
+GPU seconds: the handler knows the container's cold start (its own process
+start → the worker and its ComfyUI ready), a longer span than the worker's
+own; the first job's terminal `job_status` carries it as `cold_start_s`, so
+the `runpod` backend can split RunPod's `delayTime` into cold start and
+queue wait (`protocol.runpod.runpod_timing`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import shlex
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +68,7 @@ from ...protocol import (
     Executed,
     JobSpec,
     JobStatus,
+    JobTiming,
     JsonObject,
     OutputFile,
     Preview,
@@ -77,6 +85,7 @@ from ...protocol.catalog import (
     pack_catalog,
 )
 from ...protocol.runpod import BlobsAnswer, BlobsRequest, ErrorChunk, EventsChunk, FilePart
+from ...protocol.timing import process_started_at
 from ...worker.comfy.outputs import ComfyDirs
 from ...worker.service.storage import S3Storage
 
@@ -134,8 +143,10 @@ def compat_answer(end: JobStatus | None, images: list[OutputFile]) -> JsonObject
 
 class RunpodHandler:
     def __init__(self, api: JobApiClient, dirs: ComfyDirs, storage: S3Storage | None,
-                 progress: ProgressHook | None = None) -> None:
+                 progress: ProgressHook | None = None,
+                 cold_start: tuple[float, float] | None = None) -> None:
         self.api = api
+        self.cold_start = cold_start  # (process start, ready), until a job's end claims it
         self.dirs = dirs
         self.storage = storage
         self.progress = progress
@@ -184,6 +195,8 @@ class RunpodHandler:
         try:
             try:
                 async for chunk in self.relay(job, remote_id):
+                    if isinstance(chunk, EventsChunk):
+                        chunk.events = [self._timed(e) for e in chunk.events]
                     for event in chunk.events if isinstance(chunk, EventsChunk) else []:
                         if isinstance(event.payload, Executed):
                             images += [f for f in event.payload.files
@@ -205,6 +218,19 @@ class RunpodHandler:
             # the SDK itself was posting a chunk, GeneratorExit at our `yield` later.
             if not finished:
                 self._spawn(self.api.cancel(remote_id))
+
+    def _timed(self, event: Event) -> Event:
+        """The first job's terminal status, with the container's cold start."""
+        payload = event.payload
+        if not (isinstance(payload, JobStatus) and payload.terminal
+                and self.cold_start is not None):
+            return event
+        began, ready = self.cold_start
+        self.cold_start = None
+        own = payload.timing or JobTiming()
+        timing = JobTiming(own.queue_wait_s, max(own.cold_start_s, ready - began),
+                           own.execution_s)
+        return replace(event, payload=replace(payload, timing=timing))
 
     async def relay(self, job: dict[str, Any], remote_id: str
                     ) -> AsyncIterator[EventsChunk | FilePart]:
@@ -353,7 +379,8 @@ def main() -> None:  # pragma: no cover - exercised by the emulator tests in a s
     import runpod  # the SDK reads its RUNPOD_* settings at import time
 
     handler = RunpodHandler(JobApiClient(url, token), ComfyDirs(base), S3Storage.from_env(),
-                            progress=runpod.serverless.progress_update)
+                            progress=runpod.serverless.progress_update,
+                            cold_start=(process_started_at(), time.time()))
     # Jobs this worker holds at once. ComfyUI still runs one at a time, but with 2 the
     # next job already waits in ComfyUI's queue when one ends: with 1, the SDK idles up
     # to a second between jobs ("Queue is full. Retrying soon."). 1 spreads long jobs

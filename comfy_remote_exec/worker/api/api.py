@@ -277,7 +277,9 @@ def add_routes(routes: web.RouteTableDef) -> None:
         }
         if healthy:
             with contextlib.suppress(RemoteExecError):
-                body["content_version"] = await service.catalog.version()
+                version = await service.catalog.health_version()
+                if version:
+                    body["content_version"] = version
         if "deep" in request.query:
             body |= await service.comfy_report()
         return web.json_response(body, status=200 if healthy else 503)

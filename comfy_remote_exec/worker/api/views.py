@@ -11,6 +11,8 @@ its meanings, and ours only beside them:
   still says `cancelled`);
 - `error` is the message, `error_details` the error family's dict;
 - `progress` (0-100) blends node coverage and sampler steps 50/50;
+- `timing` (ours): the job's GPU seconds, `queue_wait_s`, `cold_start_s` and
+  `execution_s` (`protocol.timing`), also in the terminal `job_status` event;
 - `outputs[]` has `filename`, `type` (the media kind), `size_bytes`,
   `node_id` and `data`: base64 of the file, or the text itself for
   `type: "text"` (`encoding` says which). Text a node shows (its UI's
@@ -224,6 +226,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "completed_at": iso(life.finished_at), "error": error_message(job),
         "cancelled": job.status == CANCELLED, "prompt_id": job.prompt_id,
         "priority": job.priority, "user_id": job.user_id,
+        "timing": job.timing().to_dict(),
     }
 
 
@@ -242,7 +245,7 @@ def job_view(job: Job, mode: str = "none") -> tuple[dict[str, Any], list[Inline]
         "cancelled": job.status == CANCELLED, "error_details": error,
         "error_log_tail": life.error.log_tail if life.error else [],
         "prompt_id": job.prompt_id, "priority": job.priority, "user_id": job.user_id,
-        "ui": job.ui,
+        "ui": job.ui, "timing": job.timing().to_dict(),
     }
     return view, pending
 

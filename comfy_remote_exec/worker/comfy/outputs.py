@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import BadRequest
+from ...errors import BadRequest, RemoteExecError
 from ...fsutil import confined, file_sha256
 from ...protocol import OutputFile, b64encode, media_type, safe_relpath
 
@@ -65,6 +65,23 @@ def file_entries(ui: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 found.append((key, index, item))
     return found
+
+
+def small(dirs: ComfyDirs, ui: dict[str, Any], limit: int) -> bool:
+    """Whether a node's output files add up to at most `limit` bytes: then describing
+    them on the event loop costs less than the hop to a thread (~0.5 ms on a busy
+    machine). Anything unusual (a name to refuse, a file gone) says no."""
+    total = 0
+    for _, _, item in file_entries(ui):
+        try:
+            path = dirs.resolve(str(item.get("type") or "output"),
+                                str(item.get("subfolder") or ""), item["filename"])
+            total += path.stat().st_size
+        except (OSError, ValueError, RemoteExecError):
+            return False
+        if total > limit:
+            return False
+    return True
 
 
 def describe(dirs: ComfyDirs, node_id: str, ui: dict[str, Any],

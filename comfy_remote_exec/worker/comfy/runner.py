@@ -51,7 +51,7 @@ from ..inputs.prepare import (
 from .comfy_client import ComfyClient, Message
 from .comfy_process import ComfyProcess
 from .models import ModelFile, model_files
-from .outputs import ComfyDirs, describe
+from .outputs import ComfyDirs, describe, small
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ INTERRUPT_RETRIES = 20
 # Outputs up to this size travel inside their `executed` event: a client lands them
 # without a download request (most previews and small images; measured in the bench).
 INLINE_OUTPUT_BYTES = 256 * 1024
+SMALL_OUTPUT_BYTES = 64 * 1024  # described on the loop, without a thread hop
 INTERRUPT_RETRY_DELAY = 0.25
 
 
@@ -306,8 +307,11 @@ class Runner:
         node_id, ui = executed.node, executed.output
         run.nodes_with_output.add(node_id)
         try:
-            files = await asyncio.to_thread(describe, self.dirs, node_id, ui, run.url_prefix,
-                                            INLINE_OUTPUT_BYTES)
+            if small(self.dirs, ui, SMALL_OUTPUT_BYTES):
+                files = describe(self.dirs, node_id, ui, run.url_prefix, INLINE_OUTPUT_BYTES)
+            else:
+                files = await asyncio.to_thread(describe, self.dirs, node_id, ui,
+                                                run.url_prefix, INLINE_OUTPUT_BYTES)
         except BadRequest as exc:
             log.warning("node %s listed an unsafe output: %s", node_id, exc)
             return []

@@ -101,6 +101,14 @@ class WorkerCatalog:
             return self._version
         return (await self.snapshot()).content_version
 
+    async def health_version(self) -> str | None:
+        """The version for `GET /health`: asked of the executor only where that is cheap
+        (a runner on this machine's ComfyUI); else the last one known, if any (Modal's
+        API must not wake a GPU container for a health check)."""
+        if isinstance(self.executor(), ListsModelFiles):
+            return await self.version()
+        return self._version
+
     async def hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
         """Each name's sha256, or None where the folder has no such file."""
         snap = await self.snapshot()

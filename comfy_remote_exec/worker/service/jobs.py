@@ -38,6 +38,7 @@ from ...protocol import (
     Executing,
     ExecutionCached,
     JobStatus,
+    JobTiming,
     Lifecycle,
     OutputFile,
     Payload,
@@ -130,6 +131,9 @@ class Job:
     step: dict[str, float] | None = None
     outputs: list[OutputFile] = field(default_factory=list)
     ui: dict[str, Any] = field(default_factory=dict)
+    # The (process start, ComfyUI ready) span of the cold start this job was the first
+    # after, or None (`protocol.timing`).
+    cold_start: tuple[float, float] | None = None
     # Not persisted in job.json: the event log has its own file.
     log: EventLog = field(default=None, repr=False)  # type: ignore[assignment]
     listener: Callable[[Job], Awaitable[None]] | None = field(default=None, repr=False)
@@ -152,14 +156,27 @@ class Job:
         self.log.append(payload)
 
     async def changed(self) -> None:
-        """The lifecycle moved: record it, log its `job_status`, tell the listener."""
+        """The lifecycle moved: log its `job_status`, record it, tell the listener.
+
+        The event goes first and the stream's readers get their turn before the
+        record is written (about a millisecond of JSON and a rename), so the write
+        is never on an event's way."""
         if self.terminal:
             self.current_node, self.step = None, None
+        self.log.append(JobStatus(self.status, self.life.error,
+                                  self.timing() if self.terminal else None))
         if self.log.store is not None:
+            await asyncio.sleep(0)
             self.log.store.save(self)
-        self.log.append(JobStatus(self.status, self.life.error))
         if self.listener is not None:
             await self.listener(self)
+
+    def timing(self) -> JobTiming:
+        """Its GPU seconds so far: queue wait, cold start, execution."""
+        life = self.life
+        return JobTiming.measure(self.created_at, life.started_at,
+                                 life.finished_at if self.terminal else time.time(),
+                                 self.cold_start)
 
     @property
     def status(self) -> str:
@@ -213,6 +230,8 @@ class Job:
             "webhook_url": self.webhook_url, "nodes_total": self.nodes_total,
             "nodes_completed": self.nodes_completed, "current_node": self.current_node,
             "step": self.step, "outputs": [o.to_dict() for o in self.outputs], "ui": self.ui,
+            "cold_start": list(self.cold_start) if self.cold_start else None,
+            "timing": self.timing().to_dict(),
         }
 
     @classmethod
@@ -236,7 +255,8 @@ class Job:
                    nodes_total=int(data.get("nodes_total") or 0),
                    nodes_completed=list(data.get("nodes_completed") or []),
                    current_node=data.get("current_node"), step=data.get("step"),
-                   outputs=outputs, ui=dict(data.get("ui") or {}))
+                   outputs=outputs, ui=dict(data.get("ui") or {}),
+                   cold_start=cold_span(data.get("cold_start")))
 
     def view(self) -> dict[str, Any]:
         """The job's state as plain JSON (Unix times, the error as its dict), for the
@@ -256,7 +276,16 @@ class Job:
             "finished_at": life.finished_at,
             "outputs": [o.to_dict() for o in self.outputs],
             "ui": self.ui, "error": error, "error_log_tail": tail,
+            "timing": self.timing().to_dict(),
         }
+
+
+def cold_span(raw: Any) -> tuple[float, float] | None:
+    """A record's `cold_start` span, or None when it has none (or not two numbers)."""
+    if (isinstance(raw, list) and len(raw) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
+        return float(raw[0]), float(raw[1])
+    return None
 
 
 class JobStore:
@@ -289,8 +318,9 @@ class JobStore:
             return
         fh = self._logs.get(job_id)
         if fh is None:
-            fh = self._logs[job_id] = (self._dir(job_id) / "events.jsonl").open(
-                "a", encoding="utf-8")
+            folder = self._dir(job_id)
+            folder.mkdir(exist_ok=True)
+            fh = self._logs[job_id] = (folder / "events.jsonl").open("a", encoding="utf-8")
         wire = event.to_wire()
         if isinstance(event.payload, Executed) and event.payload.files:
             # Inline output bytes stay out of the file; a replay downloads them by url.

@@ -66,6 +66,7 @@ class JobService:
         self.preview_grace = PREVIEW_GRACE
         # What this worker offers; `catalog.invalidate()` after a model file was placed.
         self.catalog = WorkerCatalog(self._ready)
+        self._cold_start: tuple[float, float] | None = None
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
         for job in self.jobs.values():
             job.listener = self._moved
@@ -73,6 +74,11 @@ class JobService:
 
     def attach(self, executor: Executor) -> None:
         self.executor = executor
+
+    def cold_started(self, began: float, ready: float) -> None:
+        """The ComfyUI behind came up (process start at `began`, ready at `ready`): the
+        next job submitted is the first after that start, and its timing counts it."""
+        self._cold_start = (began, ready)
 
     # -- the ComfyUI behind (the API asks here, never the executor) -------------------
 
@@ -165,10 +171,12 @@ class JobService:
         workflow = apply_overrides(spec.workflow, spec.inputs, values)
         job = Job(id=job_id, priority=spec.priority, user_id=spec.user_id,
                   webhook_url=spec.webhook_url, nodes_total=len(workflow),
-                  listener=self._moved)
+                  listener=self._moved, cold_start=self._cold_start)
+        self._cold_start = None
         self.store.log_for(job)
         self.jobs[job_id] = job
-        self.store.save(job)
+        # Recorded once ComfyUI took it (below); a crash before that loses a job that
+        # never ran, and its client sees it as unknown.
         job.log.append(JobStatus(job.status))
         try:
             if media:
@@ -178,6 +186,7 @@ class JobService:
                 targets=spec.partial_execution_targets,
                 url_prefix=f"/v1/jobs/{job_id}/outputs", extra_data=spec.extra_data)
         except BaseException:
+            self._cold_start = self._cold_start or job.cold_start  # the next job claims it
             self.jobs.pop(job_id, None)
             self.store.remove(job_id)
             raise

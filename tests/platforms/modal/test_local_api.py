@@ -50,6 +50,12 @@ def test_a_job_runs_and_its_stream_resumes_across_cuts(modal_run: ModalRun) -> N
     assert types.count("progress") == 15 and "preview" in types and "execution_success" in types
     job = modal_run.client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "completed" and job["progress"] == 100
+    # GPU seconds: the GPU side's start and end, and the container's cold start.
+    assert job["timing"]["execution_s"] >= 2.5 and events[-1]["data"]["timing"] == job["timing"]
+    cold = [j["timing"]["cold_start_s"] for j in modal_run.client.get("/v1/jobs").json()["jobs"]]
+    assert sum(1 for c in cold if c > 0) <= 1, "only a container's first job has its cold start"
+    if len(cold) == 1:  # the container's first job: ComfyUI's start, seconds of it
+        assert cold[0] > 1.0
     [out] = job["outputs"]
     got = modal_run.client.get(out["url"])
     assert got.status_code == 200

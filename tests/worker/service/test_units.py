@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from comfy_remote_exec.protocol import (
+    COMPLETED,
     FAILED,
     Executed,
     Executing,
@@ -88,3 +90,25 @@ async def test_webhook_gives_up_on_client_errors_and_after_its_attempts(
         sender = WebhookSender(client, allow_private=True, attempts=3, base_delay=0.001)
         assert not await sender.send("http://hooks.test/x", "job.failed", {})
     assert calls == expected
+
+
+# -- timing ----------------------------------------------------------------------------
+
+
+async def test_job_timing_in_record_view_and_terminal_event(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = Job(id="t", created_at=time.time() - 2.0, cold_start=(1.0, 31.0))
+    store.log_for(job)
+    assert job.life.start()
+    await job.changed()
+    running = job.events[-1].payload
+    assert isinstance(running, JobStatus) and running.timing is None
+    assert job.life.end(COMPLETED)
+    await job.changed()
+    end = job.events[-1].payload
+    assert isinstance(end, JobStatus) and end.timing is not None
+    assert end.timing.cold_start_s == 30.0
+    assert end.timing.queue_wait_s >= 1.9 and end.timing.execution_s >= 0
+    assert job.view()["timing"] == end.timing.to_dict()
+    again = JobStore(tmp_path).load_all()[0]
+    assert again.cold_start == (1.0, 31.0) and again.timing() == end.timing
