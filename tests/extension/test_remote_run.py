@@ -185,24 +185,34 @@ async def test_cancel_during_upscale(launched: Launched, client: LocalClient) ->
 
 
 @pytest.mark.parametrize("case", ["unknown_node", "missing_model"])
-async def test_remote_failure_reaches_the_ui(launched: Launched, client: LocalClient,
-                                             case: str) -> None:
+async def test_what_the_remote_lacks_is_refused_before_it_runs(launched: Launched,
+                                                                client: LocalClient,
+                                                                case: str) -> None:
+    """With the remote's catalog cached, preflight refuses a node type or a model the
+    remote lacks (and this machine cannot ship) with ComfyUI's own 400, before any job
+    reaches the worker (issue 11; the remote's own refusal was the answer before)."""
     if case == "unknown_node":
         flow, expected = workflow("unknown_node"), "NodeThatDoesNotExist"
     else:
         flow = workflow("upscale_tiny")
         flow["2"]["inputs"]["model_name"] = "only-on-my-laptop.pth"
         expected = "only-on-my-laptop.pth"
-    prompt_id, messages = await client.run(flow)
-    errors = [m.data for m in messages if m.type == "execution_error"]
-    assert errors and expected in errors[0]["exception_message"]
-    toasts = [m.data for m in messages if m.type == "remote_exec.error"]
-    assert toasts and expected in toasts[0]["message"]
-    if case == "missing_model":
-        assert errors[0]["node_id"] == "2"
-        assert "tiny_compact_x2.safetensors" in errors[0]["exception_message"]
-    history = (await client.get(f"/history/{prompt_id}"))[prompt_id]
-    assert history["status"]["status_str"] == "error"
+    async with client.session.post(f"{client.url}/remote_exec/catalog/refresh") as resp:
+        assert (await resp.json())["ok"]
+    jobs_before = len(list(launched.worker.glob("remote_exec/jobs/*/job.json")))
+    async with client.session.post(f"{client.url}/api/prompt",
+                                   json={"prompt": flow, "client_id": client.client_id}) as resp:
+        status, body = resp.status, await resp.json()
+    assert status == 400, body
+    assert set(body) == {"error", "node_errors"}
+    if case == "unknown_node":
+        assert body["error"]["type"] == "missing_node_type" and body["node_errors"] == {}
+        assert expected in body["error"]["message"]
+    else:
+        error = body["node_errors"]["2"]["errors"][0]
+        assert error["type"] == "value_not_in_list" and expected in error["details"]
+        assert "tiny_compact_x2.safetensors" in error["details"]
+    assert len(list(launched.worker.glob("remote_exec/jobs/*/job.json"))) == jobs_before
 
 
 async def test_queue_lists_remote_jobs_and_delete_reaches_them(
