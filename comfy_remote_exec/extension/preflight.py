@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..protocol.models import MODEL_FOLDERS
+from ..errors import BadRequest
+from ..protocol.models import MODEL_FOLDERS, check_model_name
 from .shipping import ShipNeed
 from .validation import is_model_value
 
@@ -249,6 +250,12 @@ def _check_value(result: Preflight, node_id: str, input_name: str, value: str, f
                       f"({max_ship_bytes / 1024**3:g} GB) to ship with a run: ship it once "
                       f"with `{command}`", folder=folder, remote_models=names[:LIST_SHOWN],
                       size=size, command=command)
+    try:
+        check_model_name(value)
+    except BadRequest as exc:
+        return _error("value_not_in_list", "Value not in list", input_name, value,
+                      f"'{value}' is not on the remote ({where}), and cannot be shipped "
+                      f"under that name: {exc.message}", folder=folder)
     key = f"{folder}/{value}"
     if key not in result.ship_nodes:
         result.ship.append(ShipNeed(folder, value, path, size))

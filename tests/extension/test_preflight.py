@@ -179,3 +179,11 @@ def test_a_warm_preflight_is_fast(local: Any) -> None:
     pf = preflight(prompt, cat, local, max_ship_bytes=100)
     assert pf.ok
     assert time.perf_counter() - start < 0.2
+
+
+def test_a_name_the_remote_would_refuse_is_refused_here(local: Any) -> None:
+    put(local, "loras", ".style.safetensors", b"x" * 50)
+    prompt = {**PROMPT, "2": {**PROMPT["2"], "inputs": {**PROMPT["2"]["inputs"],
+                                                         "lora_name": ".style.safetensors"}}}
+    pf = preflight(prompt, catalog([], [BASE]), local, max_ship_bytes=100)
+    assert pf.ship == [] and "hidden part" in pf.node_errors["2"]["errors"][0]["details"]
