@@ -126,6 +126,8 @@ def timed(event: Event, answer: Mapping[str, Any]) -> Event:
 
 class RunpodBackend:
     name = "runpod"
+    # Preflight compares same-size models by hash only where asking costs no job.
+    preflight_hashes: Any = None
 
     def __init__(self, endpoint: str, api_key: str | None, *, api_base: str = DEFAULT_API,
                  client: httpx.AsyncClient | None = None, ttl_ms: int = 24 * 3600 * 1000,
@@ -382,6 +384,10 @@ class RunpodVolumeBackend(RunpodBackend):
     async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:
         return await self.volume.ship_model(folder, name, path, sha256, progress)
+
+    async def preflight_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        """The volume's own record of its models' sha256 (no job started)."""
+        return await self.volume.model_hashes(folder, names)
 
 
 def _make(ctx: BackendContext) -> Backend:

@@ -139,6 +139,15 @@ class NetworkVolumeStore:
                                   code="model_verify_failed", status=502)
         return ShipResult(folder, name, sha256, sent, placed=True, same=False, verified=True)
 
+    async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+        """Each model's sha256 as its object's metadata records it (None: no such object,
+        or one put there by other means)."""
+        out: dict[str, str | None] = {}
+        for name in names:
+            head = await asyncio.to_thread(self._head, f"models/{folder}/{name}")
+            out[name] = None if head is None else head.get("Metadata", {}).get(META_KEY)
+        return out
+
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 

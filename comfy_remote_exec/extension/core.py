@@ -265,7 +265,9 @@ class RemoteExec:
         for attempt in range(2):
             result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
             if result.ok:
-                await conflicts(result, prompt, catalog, getattr(backend, "model_hashes", None),
+                hashes = getattr(backend, "preflight_hashes",  # RunPod: no job for it
+                                 getattr(backend, "model_hashes", None))
+                await conflicts(result, prompt, catalog, hashes,
                                 lambda path: self.hashes.sha256(path)[0], self._remote_hashes)
             if result.ok or attempt or not cache.stale():
                 return result

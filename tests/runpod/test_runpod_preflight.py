@@ -56,5 +56,13 @@ async def test_a_refused_prompt_creates_no_runpod_job(emulator: RunpodEmulator,
     assert body["node_errors"] == {}
     assert time.perf_counter() - start < 0.2
     assert len(emulator.jobs) == jobs, "no RunPod job for a prompt the remote cannot run"
+    # A model both sides have (same name and size): asking its hash would start a job,
+    # so preflight trusts the size, and passes.
+    local = tmp_path / "local" / "models" / "checkpoints" / "base.safetensors"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"b" * 100)
+    checked = await restarted.preflight(prompt("base.safetensors"))
+    assert checked is not None and checked.ok and checked.compare
+    assert len(emulator.jobs) == jobs
     assert restarted.dispatcher.remaining() == 0
     await restarted.stop()

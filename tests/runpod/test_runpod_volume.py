@@ -66,6 +66,8 @@ async def test_a_model_lands_on_the_volume_once(volume: VolumeConfig, model: Pat
     assert hashlib.sha256(body).hexdigest() == sha(model) and meta["sha256"] == sha(model)
     again = await store.ship_model("loras", "a/one.safetensors", model, sha(model))
     assert again.same and again.sent == 0
+    assert await store.model_hashes("loras", ["a/one.safetensors", "none.safetensors"]) == {
+        "a/one.safetensors": sha(model), "none.safetensors": None}
 
 
 async def test_a_cut_transfer_resumes_from_the_parts_kept(volume: VolumeConfig,
