@@ -35,7 +35,7 @@ from .test_remote_run import (  # noqa: F401  (collected here, against this modu
     test_load_image_from_outputs_ships_the_local_result,
     test_previews_follow_the_clients_feature_flags,
     test_queue_lists_remote_jobs_and_delete_reaches_them,
-    test_remote_failure_reaches_the_ui,
+    test_what_the_remote_lacks_is_refused_before_it_runs,
     test_workflow_runs_remotely,
     types_of,
 )
