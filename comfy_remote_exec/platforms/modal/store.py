@@ -98,6 +98,7 @@ class ModalStore:
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     async def open(cls, store_dict: Any, *, interval: float = FLUSH_INTERVAL) -> ModalStore:
@@ -173,8 +174,13 @@ class ModalStore:
             self._urgent.set()
 
     async def _flush_loop(self) -> None:
-        while True:
+        # Stopped by `close` through `_closing`, not by cancelling: on Python 3.11 a
+        # cancel that lands as `wait_for`'s inner wait completes is swallowed, and the
+        # loop would wait on `_dirty` for ever.
+        while not self._closing:
             await self._dirty.wait()
+            if self._closing:
+                return
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._urgent.wait(), self.interval)
             try:
@@ -219,9 +225,12 @@ class ModalStore:
         await delete_job(self.dict, job_id, self._batches.pop(job_id, 0))
 
     async def close(self) -> None:
+        """Stop the flush loop, then write what is pending."""
+        self._closing = True
+        self._dirty.set()
+        self._urgent.set()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception):
                 await self._flusher
         await self.flush()
 
