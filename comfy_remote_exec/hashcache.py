@@ -36,6 +36,15 @@ class HashCache:
             except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
                 log.warning("ignoring the hash cache %s: %s", store, exc)
 
+    def cached(self, path: Path) -> tuple[str, int] | None:
+        """`(sha256, size)` if the digest is kept for the file as it is now (no reading)."""
+        st = path.stat()
+        with self._lock:
+            kept = self._entries.get(str(path))
+        if kept is not None and kept[:2] == (st.st_size, st.st_mtime_ns):
+            return kept[2], st.st_size
+        return None
+
     def sha256(self, path: Path) -> tuple[str, int]:
         """`(sha256, size)` of `path` (blocking when it must read the file)."""
         st = path.stat()

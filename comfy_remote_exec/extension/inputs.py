@@ -55,10 +55,13 @@ class InputHasher:
     def sha256(self, path: Path) -> tuple[str, int]:
         return self.cache.sha256(path)
 
-    def collect(self, prompt: dict[str, Any], roots: dict[str, Path]) -> list[LocalInput]:
+    def collect(self, prompt: dict[str, Any], roots: dict[str, Path], *,
+                cached_only: bool = False) -> list[LocalInput] | None:
         """Every referenced file that exists under its folder's root (blocking: hashes).
 
-        `roots` maps `input`, `output` and `temp` to the local folders.
+        `roots` maps `input`, `output` and `temp` to the local folders. With
+        `cached_only`, None as soon as a file would have to be read to hash it: the
+        caller then hashes in a thread, and otherwise spares the hop to one.
         """
         found = []
         for name, (folder, bare) in sorted(referenced_files(prompt).items()):
@@ -67,6 +70,8 @@ class InputHasher:
             except (KeyError, ValueError):
                 continue
             if path.is_file() and os.access(path, os.R_OK):
-                sha, size = self.sha256(path)
-                found.append(LocalInput(name=name, path=path, sha256=sha, size=size))
+                known = self.cache.cached(path) if cached_only else self.sha256(path)
+                if known is None:
+                    return None
+                found.append(LocalInput(name=name, path=path, sha256=known[0], size=known[1]))
         return found

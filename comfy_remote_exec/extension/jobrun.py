@@ -181,7 +181,9 @@ class JobRun:
             await self._ship_models()
         roots = {"input": self.host.input_dir, "output": self.host.output_dir,
                  "temp": self.host.temp_dir}
-        files = await asyncio.to_thread(self.hasher.collect, job.prompt, roots)
+        files = self.hasher.collect(job.prompt, roots, cached_only=True)
+        if files is None:  # something to read: hash in a thread
+            files = await asyncio.to_thread(self.hasher.collect, job.prompt, roots) or []
         spec = JobSpec(workflow=job.prompt,
                        media=[MediaItem(name=f.name, sha256=f.sha256) for f in files],
                        partial_execution_targets=job.partial_execution_targets,

@@ -167,8 +167,12 @@ def test_referenced_inputs_are_found_and_confined(tmp_path: Path) -> None:
     assert referenced_files(prompt) == {"a.png": ("input", "a.png"),
                                         "sub/b.wav": ("input", "sub/b.wav"),
                                         "[output]/a.png": ("output", "a.png")}
-    found = InputHasher().collect(prompt, {"input": tmp_path / "in",
-                                           "output": tmp_path / "out"})
+    hasher = InputHasher()
+    roots = {"input": tmp_path / "in", "output": tmp_path / "out"}
+    assert hasher.collect(prompt, roots, cached_only=True) is None, "a.png is not hashed yet"
+    found = hasher.collect(prompt, roots)
+    assert found is not None and found == hasher.collect(prompt, roots, cached_only=True)
+    assert hasher.cache.hashed == 3, "cached_only read nothing"
     assert [(f.name, f.size) for f in found] == [
         ("[output]/a.png", 14), ("a.png", 1), ("sub/b.wav", 1)]
     assert found[1].sha256 == hashlib.sha256(b"a").hexdigest()
