@@ -121,7 +121,7 @@ async def relay_latency(url: str, ticks: int) -> dict[str, Any]:
     [executed] = [m.data for m in messages if m.type == "executed"]
     sent = json.loads(executed["output"]["text"][0])
     latencies = [1000 * (arrivals[i + 1] - t) for i, t in enumerate(sent) if i + 1 in arrivals]
-    return {"ms": stats(latencies), "delivered": len(latencies), "sent": len(sent)}
+    return {"ms": stats(latencies, 3), "delivered": len(latencies), "sent": len(sent)}
 
 
 async def output_wire_ratio(stack: HttpStack, size: int) -> dict[str, Any]:

@@ -154,6 +154,16 @@ function showBadge(enabled, backend, state, detail, catalog = null) {
 
 let refreshes = 0;  // only the newest refresh may draw: health answers can cross
 
+// The remote gained or lost a model or a node (its catalog has another version): reload
+// the node definitions as R does, so loaders list the change without a page reload.
+// The first version seen is the one this page's lists came with.
+let catalogVersion = null;
+function catalogSeen(version) {
+  if (!version) return;
+  if (catalogVersion !== null && catalogVersion !== version) app.refreshComboInNodes?.();
+  catalogVersion = version;
+}
+
 // `changed` carries a value from a setting's onChange, which frontends call before
 // they store the new value.
 async function refreshBadge(changed = {}) {
@@ -166,6 +176,7 @@ async function refreshBadge(changed = {}) {
   }
   const health = await fetchJson("/remote_exec/health");
   if (ticket !== refreshes) return;
+  catalogSeen(health?.catalog?.content_version);
   if (!health) {
     showBadge(true, backend, "error", "cannot reach this ComfyUI's extension");
   } else if (!health.ok) {

@@ -16,6 +16,7 @@ import pytest
 
 from comfy_remote_exec.discovery import ComfyInstall
 
+from ..helpers import write_tiny_upscaler
 from .browser import (
     frontend_version,
     load_api_workflow,
@@ -201,3 +202,22 @@ async def open_model_library_close(page: Any) -> None:
         "button:has(.pi-box), [data-testid*=model-library]").first
     if await button.count():
         await button.click()
+
+
+async def test_a_model_the_remote_gains_reaches_the_open_page(
+        world_ui: Launched, request: pytest.FixtureRequest) -> None:
+    """A file that appears on the worker reaches the open page's loader without a reload:
+    the badge's health poll sees the catalog's new version and reloads the node
+    definitions, as R does."""
+    await catalog_ready(world_ui.url)
+    gained = f"gained_{world_ui.url.rsplit(':', 1)[1]}.safetensors"
+    async with open_ui(world_ui.url) as page:
+        await set_remote(page, True)
+        before = await page.evaluate(COMBO_VALUES, ["UpscaleModelLoader", "model_name"])
+        assert gained not in before
+        write_tiny_upscaler(world_ui.worker / "models" / "upscale_models" / gained)
+        # The badge polls every 15 s: one poll brings the new catalog, the next its version.
+        await page.wait_for_function(
+            f"([type, name, want]) => ({COMBO_VALUES})([type, name]).includes(want)",
+            arg=["UpscaleModelLoader", "model_name", gained], timeout=90_000)
+        await screenshot(page, request, "remote_world_gained_model")
