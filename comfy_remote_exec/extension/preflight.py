@@ -26,24 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadRequest
-from ..protocol.models import MODEL_FOLDERS, check_model_name
+from ..protocol.models import CLASS_FOLDERS, FIELD_FOLDERS, MODEL_FOLDERS, check_model_name
 from .shipping import ShipNeed
 from .validation import is_model_value
 
 SYNC_COMMAND = "python -m comfy_remote_exec models sync --folder {folder}"
 LIST_SHOWN = 20  # remote names quoted in an error (ComfyUI quotes up to 20 options)
-# Loader fields whose folder the options alone cannot tell (an empty remote folder).
-FIELD_FOLDERS = {
-    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae",
-    "clip_name": "text_encoders", "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders", "clip_name3": "text_encoders",
-    "unet_name": "diffusion_models", "control_net_name": "controlnet",
-    "style_model_name": "style_models", "upscale_model": "upscale_models",
-    "gligen_name": "gligen",
-    "hypernetwork_name": "hypernetworks",
-}
-CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "clip_vision",
-                 "PhotoMakerLoader": "photomaker"}
 
 
 class ModelEntryLike(Protocol):

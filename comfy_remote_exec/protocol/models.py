@@ -22,6 +22,21 @@ MODEL_FOLDERS = frozenset({
 })
 
 
+# The model folder behind the common loader fields and classes, where a COMBO's options
+# alone cannot tell (two empty folders look the same). Both sides read them: the
+# worker to describe a missing model, the extension's preflight to ship one.
+FIELD_FOLDERS = {
+    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae",
+    "clip_name": "text_encoders", "clip_name1": "text_encoders",
+    "clip_name2": "text_encoders", "clip_name3": "text_encoders",
+    "unet_name": "diffusion_models", "control_net_name": "controlnet",
+    "style_model_name": "style_models", "upscale_model": "upscale_models",
+    "gligen_name": "gligen", "hypernetwork_name": "hypernetworks",
+}
+CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "clip_vision",
+                 "PhotoMakerLoader": "photomaker"}
+
+
 def check_model_folder(folder: object, known: frozenset[str] = MODEL_FOLDERS) -> str:
     """`folder` if it is a model folder in `known`, else `BadRequest` (`unknown_folder`)."""
     if not isinstance(folder, str) or folder not in known:

@@ -24,24 +24,13 @@ from typing import Any
 
 from ...errors import BadRequest
 from ...protocol import InputOverride, media_name, split_annotation
+from ...protocol.models import CLASS_FOLDERS, FIELD_FOLDERS
 
 JOB_INPUT_ROOT = "remote_exec"
 # Key in a node's `_meta`: {input name: the value the user's workflow had}.
 USER_VALUES = "remote_exec_user_inputs"
 MODEL_EXTS = {".safetensors", ".sft", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".gguf",
               ".onnx", ".pkl"}
-# The model folder behind the common loader fields, where the option list
-# alone cannot tell (two empty folders look the same).
-FIELD_FOLDERS = {
-    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae",
-    "clip_name": "text_encoders", "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders", "unet_name": "diffusion_models",
-    "control_net_name": "controlnet", "style_model_name": "style_models",
-    "upscale_model": "upscale_models", "gligen_name": "gligen",
-    "hypernetwork_name": "hypernetworks",
-}
-CLASS_FOLDERS = {"UpscaleModelLoader": "upscale_models", "CLIPVisionLoader": "clip_vision",
-                 "PhotoMakerLoader": "photomaker"}
 
 
 def input_prefix(sha256: str) -> str:
