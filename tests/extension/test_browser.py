@@ -116,9 +116,16 @@ async def run_remote_then_local(ui: Launched, page: playwright_api.Page,
     flow["2"]["inputs"]["model_name"] = "only-on-my-laptop.pth"
     await load_api_workflow(page, flow, "missing.json")
     await click_run(page)
-    refused = page.get_by_text("only-on-my-laptop.pth", exact=False).first
-    await refused.wait_for(timeout=60_000)
+    # The frontend keeps ComfyUI's node errors (and outlines the node); 1.27 lists them in
+    # a dialog, later frontends on the node and in their errors panel.
+    await page.wait_for_function(
+        "(name) => JSON.stringify(app.lastNodeErrors ?? {}).includes(name)",
+        arg="only-on-my-laptop.pth", timeout=60_000)
+    await page.wait_for_timeout(500)  # let the frontend draw what it shows for it
     await screenshot(page, request, "remote_error")
+    errors = await page.evaluate("() => app.lastNodeErrors")
+    assert list(errors) == ["2"], errors
+    assert "tiny_compact_x2.safetensors" in json.dumps(errors), "the remote's list is named"
     await page.keyboard.press("Escape")
 
     # The worker strips escape codes from the log tails it keeps; the page strips them
