@@ -32,10 +32,6 @@ import modal
 if modal.is_local():  # deploying from a checkout: import the package from it
     REPO = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(REPO))
-    STACK_FILE = REPO / os.environ.get("REMOTE_EXEC_STACK", "deploy/stack.yaml")
-else:  # in a container: the image carries the package and the stack file
-    REPO = Path("/root")
-    STACK_FILE = Path("/root/stack.yaml")
 
 from comfy_remote_exec.platforms.modal import image as build
 from comfy_remote_exec.platforms.modal import snapshot
@@ -45,16 +41,22 @@ from comfy_remote_exec.platforms.modal.config import (
     COMFYUI_DIR,
     DATA_MOUNT,
     MODELS_MOUNT,
+    STACK_IN_IMAGE,
     Settings,
 )
 from comfy_remote_exec.stack.spec import load_stack
 
+# Deploying: the checkout's stack file and this package's dependencies (read from
+# pyproject.toml, the image's last install step); in a container: the stack file the
+# image carries, the dependencies installed already.
+if modal.is_local():
+    STACK_FILE = REPO / os.environ.get("REMOTE_EXEC_STACK", "deploy/stack.yaml")
+    PACKAGES = build.package_requirements(REPO / "pyproject.toml")
+else:
+    STACK_FILE, PACKAGES = Path(STACK_IN_IMAGE), []
 settings = Settings.from_env()
 stack = load_stack(STACK_FILE)
 SNAPSHOT = settings.memory_snapshot and snapshot.AVAILABLE
-# This package's own dependencies (the image's last install step): read from pyproject.toml
-# where it is, at deploy time; a container has them installed already.
-PACKAGES = build.package_requirements(REPO / "pyproject.toml") if modal.is_local() else []
 
 image = (
     modal.Image.debian_slim(python_version=build.PYTHON_VERSION)
@@ -64,7 +66,7 @@ image = (
     .run_commands(*build.custom_node_commands(stack))
     .run_commands(build.write_model_paths_command())
     .env(settings.env())
-    .add_local_file(STACK_FILE, "/root/stack.yaml")
+    .add_local_file(STACK_FILE, str(STACK_IN_IMAGE))
     .add_local_python_source("comfy_remote_exec")
 )
 

@@ -36,6 +36,7 @@ COMFYUI_DIR = PurePosixPath("/comfyui")  # ComfyUI and the stack's custom nodes 
 COMFY_BASE = PurePosixPath("/comfyui-base")  # the GPU ComfyUI's --base-directory (local disk)
 MODELS_MOUNT = PurePosixPath("/models-volume")  # the models volume: models/<folder>/<name>
 DATA_MOUNT = PurePosixPath("/data")  # the data volume: blobs/ and jobs/ (storage.py)
+STACK_IN_IMAGE = PurePosixPath("/comfy-remote-exec/stack.yaml")  # the deploy's stack file
 API_PORT = 8000
 
 
