@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadRequest
+from ..protocol.catalog import combo_options
 from ..protocol.models import CLASS_FOLDERS, FIELD_FOLDERS, MODEL_FOLDERS, check_model_name
 from .shipping import ShipNeed
 from .validation import is_model_value
@@ -92,18 +93,6 @@ class Preflight:
                      "message": "Prompt outputs failed validation", "details": details,
                      "extra_info": {}}
         return {"error": error, "node_errors": self.node_errors}
-
-
-def combo_options(spec: object) -> list[str] | None:
-    """The options of a COMBO input spec (old `[[...], {}]` or new `["COMBO", {options}]`)."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return [str(o) for o in spec[0]]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        return [str(o) for o in options] if isinstance(options, list) else None
-    return None
 
 
 def input_spec(info: Mapping[str, Any], name: str) -> object:
@@ -189,9 +178,10 @@ def preflight(prompt: Mapping[str, Any], catalog: CatalogLike, local: LocalModel
         for input_name, value in (node.get("inputs") or {}).items():
             if not is_model_value(value):
                 continue
-            options = combo_options(input_spec(info[class_type], input_name))
-            if options is None:
+            raw = combo_options(input_spec(info[class_type], input_name))
+            if raw is None:
                 continue
+            options = [str(o) for o in raw]
             folder = model_folder(catalog, class_type, input_name, options, local, value)
             if folder is None:
                 continue

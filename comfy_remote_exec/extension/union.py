@@ -21,21 +21,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..protocol.catalog import RemoteCatalog
+from ..protocol.catalog import RemoteCatalog, combo_options
 
 SECTIONS = ("required", "optional")
-
-
-def combo_options(spec: object) -> list[Any] | None:
-    """A COMBO input's options: `[[opts...], {...}]` or `["COMBO", {"options": [...]}]`."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return spec[0]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        return options if isinstance(options, list) else None
-    return None
 
 
 def with_options(spec: list[Any], options: list[Any]) -> list[Any]:

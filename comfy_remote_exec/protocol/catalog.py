@@ -48,6 +48,20 @@ class ModelEntry:
 Models = dict[str, list[ModelEntry]]
 
 
+def combo_options(spec: object) -> list[Any] | None:
+    """A COMBO input's options in object_info, in either form ComfyUI writes it
+    (`[[opts...], {...}]`, or v3's `["COMBO", {"options": [...]}]`); None for
+    another input."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        options = spec[1].get("options")
+        return options if isinstance(options, list) else None
+    return None
+
+
 def models_to_dict(models: Mapping[str, list[ModelEntry]]) -> dict[str, Any]:
     return {folder: [e.to_dict() for e in entries] for folder, entries in models.items()}
 

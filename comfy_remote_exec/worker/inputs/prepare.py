@@ -24,6 +24,7 @@ from typing import Any
 
 from ...errors import BadRequest
 from ...protocol import InputOverride, media_name, split_annotation
+from ...protocol.catalog import combo_options
 from ...protocol.models import CLASS_FOLDERS, FIELD_FOLDERS
 
 JOB_INPUT_ROOT = "remote_exec"
@@ -80,17 +81,6 @@ def _model_like(value: object) -> bool:
     return isinstance(value, str) and PurePosixPath(value).suffix.lower() in MODEL_EXTS
 
 
-def combo_options(spec: object) -> list[str] | None:
-    """The options of a COMBO input in `/object_info` (v1 and v3 node formats)."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return [str(o) for o in spec[0]]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        return [str(o) for o in spec[1].get("options") or []]
-    return None
-
-
 def find_missing_models(workflow: dict[str, Any],
                         object_info: dict[str, Any]) -> list[dict[str, Any]]:
     """Model files the workflow names that the worker's ComfyUI does not list."""
@@ -100,8 +90,11 @@ def find_missing_models(workflow: dict[str, Any],
         declared = (object_info.get(class_type) or {}).get("input") or {}
         specs = {**(declared.get("optional") or {}), **(declared.get("required") or {})}
         for field, value in (node.get("inputs") or {}).items():
-            options = combo_options(specs.get(field))
-            if options is None or not _model_like(value) or value in options:
+            raw = combo_options(specs.get(field))
+            if raw is None or not _model_like(value):
+                continue
+            options = [str(o) for o in raw]
+            if value in options:
                 continue
             folder = FIELD_FOLDERS.get(field) or CLASS_FOLDERS.get(class_type) or "models"
             missing.append({"node_id": str(node_id), "node_type": class_type, "input": field,
