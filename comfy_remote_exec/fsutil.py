@@ -47,3 +47,13 @@ def file_sha256(path: Path) -> hashlib._Hash:
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
     return digest
+
+
+def human_size(n: int) -> str:
+    """A byte count for people: `512 B`, `1.5 MiB`, `12.0 GiB`."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -27,8 +27,9 @@ from ..config import backend_section, config_path, load_secrets, resolve, state_
 from ..discovery import find_comfyui
 from ..errors import ConfigError, RemoteExecError
 from ..extension.shipping import ShipNeed, ship_models
+from ..fsutil import human_size
 from ..hashcache import HashCache
-from .sync import describe, folder_roots, human, local_models, plan
+from .sync import describe, folder_roots, local_models, plan
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,7 +78,7 @@ async def sync(backend: Backend, comfyui: Path, folder: str | None, dry_run: boo
         print(line, file=out)
     total = sum(n.size for n in result.ship)
     print(f"{len(result.present)} already on the remote, {len(result.ship)} to ship "
-          f"({human(total)}), {len(result.conflicts)} conflicts", file=out)
+          f"({human_size(total)}), {len(result.conflicts)} conflicts", file=out)
     if dry_run or not result.ship:
         return 1 if result.conflicts else 0
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=out,
@@ -89,7 +90,7 @@ async def sync(backend: Backend, comfyui: Path, folder: str | None, dry_run: boo
 
         shipped = await ship_models(backend, result.ship, hashes, progress)
     sent = sum(r.sent for r in shipped)
-    print(f"shipped {len(shipped)} models, {human(sent)} sent", file=out)
+    print(f"shipped {len(shipped)} models, {human_size(sent)} sent", file=out)
     return 1 if result.conflicts else 0
 
 

@@ -24,6 +24,7 @@ import yaml
 from ..backends.base import Catalog
 from ..errors import BadRequest
 from ..extension.shipping import ShipNeed
+from ..fsutil import human_size
 from ..hashcache import HashCache
 from ..protocol.catalog import RemoteCatalog
 from ..protocol.models import MODEL_FOLDERS, check_model_name
@@ -118,19 +119,10 @@ async def plan(catalog: RemoteCatalog, local: dict[str, dict[str, Path]], backen
     return result
 
 
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
-
-
 def describe(result: Plan, dry_run: bool) -> Iterable[str]:
     verb = "would ship" if dry_run else "to ship"
     for need in result.ship:
-        yield f"{verb}: {need.folder}/{need.name} ({human(need.size)})"
+        yield f"{verb}: {need.folder}/{need.name} ({human_size(need.size)})"
     for line in result.conflicts:
         yield f"conflict: {line}; never overwritten: rename the local file or remove the " \
               "remote one"

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RemoteExecError
+from ..fsutil import human_size
 from .diff import compare, fetch_remote, report
-from .download import download_models, human_size
+from .download import download_models
 from .freeze import freeze, render
 from .spec import Stack, default_installer, install_nodes, load_stack, node_commands
 

@@ -30,7 +30,7 @@ import httpx
 from tqdm import tqdm
 
 from ..errors import RemoteExecError
-from ..fsutil import file_sha256
+from ..fsutil import file_sha256, human_size
 from .spec import Model, Stack, StackError
 
 
@@ -272,12 +272,3 @@ class TextBar:
                 bar.close()
             self.stream.write(f"{name}: {note} ({human_size(done)})\n")
             self.stream.flush()
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...stack.download import Downloaded, Progress, download_models, human_size
+from ...fsutil import human_size
+from ...stack.download import Downloaded, Progress, download_models
 from ...stack.spec import Stack
 
 log = logging.getLogger(__name__)
