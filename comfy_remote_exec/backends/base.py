@@ -103,7 +103,10 @@ class ModelStore(Protocol):
     By content: bytes the remote already holds are not sent again; an upload cut
     off (or a process restarted) goes on from the bytes the remote kept. A name
     the remote holds with other bytes is never overwritten: `Conflict` with code
-    `model_conflict`."""
+    `model_conflict`. `ships_models` is False where the remote cannot take models
+    now (Modal's API, which reuses the http client, holds no models volume)."""
+
+    ships_models: bool
 
     async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:
@@ -116,10 +119,20 @@ class Catalog(Protocol):
 
     `catalog(known_version)` returns None while the remote's content_version is
     still `known_version`, else the whole `RemoteCatalog`. The backend caches
-    nothing (the extension's `RemoteCatalogCache` does)."""
+    nothing (the extension's `RemoteCatalogCache` does). `catalog_max_age`: the
+    seconds a cached copy serves before the extension asks again whether it changed
+    (a 304 from the job API; on RunPod a job, so there a day)."""
+
+    catalog_max_age: float
 
     async def catalog(self, known_version: str | None) -> RemoteCatalog | None: ...
 
     async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
         """Each name's sha256 on the remote, None where it has no such file."""
+        ...
+
+    async def preflight_hashes(self, folder: str, names: list[str]
+                               ) -> dict[str, str | None] | None:
+        """What `model_hashes` answers, where asking costs no GPU time; else None (the
+        preflight then trusts a same-size file)."""
         ...

@@ -24,6 +24,8 @@ from .registry import BackendContext, BackendSpec, register, require_url
 
 class HttpBackend:
     name = "http"
+    ships_models = True
+    catalog_max_age = 60.0  # a check is one conditional request
 
     def __init__(self, url: str, token: str | None = None,
                  client: httpx.AsyncClient | None = None, *, part_size: int = PART_SIZE) -> None:
@@ -86,6 +88,10 @@ class HttpBackend:
 
     async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
         return await self.api.model_hashes(folder, names)
+
+    async def preflight_hashes(self, folder: str, names: list[str]
+                               ) -> dict[str, str | None] | None:
+        return await self.model_hashes(folder, names)
 
     async def close(self) -> None:
         await self.api.close()

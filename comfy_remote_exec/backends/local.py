@@ -49,6 +49,8 @@ _prestarted: dict[tuple[str, ...], StartingWorker] = {}
 
 class LocalBackend:
     name = "local"
+    ships_models = True
+    catalog_max_age = HttpBackend.catalog_max_age
 
     def __init__(self, *, url: str | None, comfyui: Path, worker_dir: Path,
                  token: str | None = None, client: httpx.AsyncClient | None = None,
@@ -133,6 +135,10 @@ class LocalBackend:
 
     async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
         return await (await self._backend()).model_hashes(folder, names)
+
+    async def preflight_hashes(self, folder: str, names: list[str]
+                               ) -> dict[str, str | None] | None:
+        return await self.model_hashes(folder, names)
 
     async def health(self) -> dict[str, Any]:
         if self._http is None:

@@ -126,8 +126,6 @@ def timed(event: Event, answer: Mapping[str, Any]) -> Event:
 
 class RunpodBackend:
     name = "runpod"
-    # Preflight compares same-size models by hash only where asking costs no job.
-    preflight_hashes: Any = None
 
     def __init__(self, endpoint: str, api_key: str | None, *, api_base: str = DEFAULT_API,
                  client: httpx.AsyncClient | None = None, ttl_ms: int = 24 * 3600 * 1000,
@@ -266,6 +264,10 @@ class RunpodBackend:
         return unpack_catalog(await self._run_op_all(
             {"action": DESCRIBE, "known_version": known_version}))
 
+    async def preflight_hashes(self, folder: str, names: list[str]
+                               ) -> dict[str, str | None] | None:
+        return None  # asking is a job (the volume's backend knows them without one)
+
     async def model_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
         answer = await self._run_op({"action": MODEL_HASHES, "folder": folder,
                                      "names": list(names)})
@@ -376,6 +378,8 @@ class RunpodVolumeBackend(RunpodBackend):
     """A RunPod endpoint whose network volume is configured: also a `ModelStore`, which
     ships models into the volume over RunPod's S3 API (`runpod_volume`), no job needed."""
 
+    ships_models = True
+
     def __init__(self, endpoint: str, api_key: str | None, *, volume: NetworkVolumeStore,
                  **kwargs: Any) -> None:
         super().__init__(endpoint, api_key, **kwargs)
@@ -385,7 +389,8 @@ class RunpodVolumeBackend(RunpodBackend):
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:
         return await self.volume.ship_model(folder, name, path, sha256, progress)
 
-    async def preflight_hashes(self, folder: str, names: list[str]) -> dict[str, str | None]:
+    async def preflight_hashes(self, folder: str, names: list[str]
+                               ) -> dict[str, str | None] | None:
         """The volume's own record of its models' sha256 (no job started)."""
         return await self.volume.model_hashes(folder, names)
 

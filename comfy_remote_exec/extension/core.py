@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import registry
-from ..backends.base import Backend, ModelStore
+from ..backends.base import Backend, Catalog, ModelStore
 from ..backends.registry import BackendContext
 from ..config import (
     RemoteConfig,
@@ -149,7 +149,7 @@ class RemoteExec:
             name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
             cache = self.catalogs[key] = RemoteCatalogCache(
                 backend, self.state / "catalog" / f"{name}.json",
-                max_age=float(getattr(backend, "catalog_max_age", MAX_AGE)))
+                max_age=backend.catalog_max_age if isinstance(backend, Catalog) else MAX_AGE)
         return cache
 
     def _output_landed(self, entry: dict[str, Any]) -> None:
@@ -261,12 +261,11 @@ class RemoteExec:
         backend = cache.backend
         local = getattr(self.host, "model_path", None) or (lambda _f, _n: None)
         limit = int(cfg.ship_max_gb * 1024**3)
-        can_ship = isinstance(backend, ModelStore) and getattr(backend, "ships_models", True)
+        can_ship = isinstance(backend, ModelStore) and backend.ships_models
+        hashes = backend.preflight_hashes if isinstance(backend, Catalog) else None
         for attempt in range(2):
             result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
             if result.ok:
-                hashes = getattr(backend, "preflight_hashes",  # RunPod: no job for it
-                                 getattr(backend, "model_hashes", None))
                 await conflicts(result, prompt, catalog, hashes,
                                 lambda path: self.hashes.sha256(path)[0], self._remote_hashes)
             if result.ok or attempt or not cache.stale():

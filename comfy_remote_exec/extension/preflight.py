@@ -248,7 +248,8 @@ def conflict_error(input_name: str, value: str, folder: str, path: Path) -> dict
                   "remove the remote one", folder=folder)
 
 
-RemoteHashes = Callable[[str, list[str]], Awaitable[Mapping[str, str | None]]]
+# The remote's hashes where asking is free; None: unknown (a same-size file is trusted).
+RemoteHashes = Callable[[str, list[str]], Awaitable[Mapping[str, str | None] | None]]
 LocalHash = Callable[[Path], str]
 
 
@@ -266,7 +267,7 @@ async def conflicts(result: Preflight, prompt: Mapping[str, Any], catalog: Catal
         if (version, same.folder, same.name) not in known:
             wanted.setdefault(same.folder, []).append(same.name)
     for folder, names in wanted.items():
-        got = await remote_hashes(folder, sorted(set(names)))
+        got = await remote_hashes(folder, sorted(set(names))) or {}
         for name in names:
             known[(version, folder, name)] = got.get(name)
     for same in result.compare:
