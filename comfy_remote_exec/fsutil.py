@@ -18,10 +18,12 @@ def atomic_write_json(path: Path, data: Any, *, durable: bool = True) -> None:
     `durable` also syncs it to disk before the rename, so it survives a power
     loss too; records that are rebuilt anyway after a restart can skip that.
     """
+    # One string, one write: `json.dump` to a file takes the pure-Python encoder.
+    text = json.dumps(data, separators=(",", ":")).encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -23,6 +23,11 @@ httpx states its transport's):
   `download` needs (`url`, inline `data`, `download_url`, or `parts` already
   joined into `data` by `events`); `download(job_id, output, dest)` writes its
   bytes into `dest` and needs no state from earlier calls.
+* **Submit and follow.** `submit` may open the job's event stream in the
+  same request and return it in `Submitted.events`: it yields what
+  `events(job_id)` would, resuming the same way. The extension then takes
+  the job's events from it instead of calling `events` first, and `aclose`s
+  it when done with it, whether it iterated it or not.
 * **No hidden state.** A backend keeps nothing between calls beyond its
   connection settings and pooled connections; anything a later call needs
   travels in what an earlier call returned.
@@ -46,13 +51,25 @@ from ..protocol import Event, JobSpec, OutputFile
 from ..protocol.catalog import RemoteCatalog
 
 
+class EventStream(Protocol):
+    """An open stream of a job's events; `aclose` releases it."""
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def __anext__(self) -> Event: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Submitted:
-    """What `submit` did: the remote job id, and which inputs went up or were reused."""
+    """What `submit` did: the remote job id, which inputs went up or were reused, and
+    the job's event stream where the submission opened it (see the contract)."""
 
     job_id: str
     uploaded: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    events: EventStream | None = None
 
 
 class Backend(Protocol):

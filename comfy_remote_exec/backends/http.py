@@ -45,7 +45,8 @@ class HttpBackend:
                 uploaded.append(sha)
             else:
                 reused.append(sha)
-        return Submitted(await self.api.submit(spec), uploaded, reused)
+        job_id, events = await self.api.submit_following(spec)
+        return Submitted(job_id, uploaded, reused, events)
 
     async def ship_model(self, folder: str, name: str, path: Path, sha256: str,
                          progress: Callable[[int, int], None] | None = None) -> ShipResult:

@@ -51,11 +51,10 @@ class RemoteCatalogCache:
         self._catalog: RemoteCatalog | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[RemoteCatalog | None] | None = None
+        # Asked once: a runtime Protocol check inspects every member, on the accept path.
+        self.source: Catalog | None = backend if isinstance(backend, Catalog) else None
+        self.supported = self.source is not None
         self._load()
-
-    @property
-    def supported(self) -> bool:
-        return isinstance(self.backend, Catalog)
 
     def current(self) -> RemoteCatalog | None:
         """The last catalog fetched (or persisted), without asking the remote."""
@@ -80,12 +79,13 @@ class RemoteCatalogCache:
         """Ask the remote: everything (`force`), or only whether it changed since the
         copy held. Returns the catalog now held (None: none, or no `Catalog` backend).
         Errors propagate (the old copy stays)."""
-        if not isinstance(self.backend, Catalog):
+        source = self.source
+        if source is None:
             return None
         async with self._lock:
             known = None if force or self._catalog is None else self._catalog.content_version
             try:
-                fresh = await self.backend.catalog(known)
+                fresh = await source.catalog(known)
             except RemoteExecError as exc:
                 self.error, self._failed_at = exc.message, self.clock()
                 raise

@@ -262,7 +262,7 @@ class RemoteExec:
         local = getattr(self.host, "model_path", None) or (lambda _f, _n: None)
         limit = int(cfg.ship_max_gb * 1024**3)
         can_ship = isinstance(backend, ModelStore) and backend.ships_models
-        hashes = backend.preflight_hashes if isinstance(backend, Catalog) else None
+        hashes = cache.source.preflight_hashes if cache.source is not None else None
         for attempt in range(2):
             result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
             if result.ok:

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ..backends.base import Backend, ModelStore
+from ..backends.base import Backend, EventStream, ModelStore
 from ..errors import RemoteExecError
 from ..protocol import (
     CANCELLED,
@@ -118,22 +118,27 @@ class JobRun:
     async def run(self) -> None:
         """Run to the end. Cancellation (shutdown) leaves the journal entry to resume from."""
         events: AsyncIterator[Event] | None = None
+        opened: EventStream | None = None  # the stream the submission opened, if it did
         try:
-            if self.job.remote_id is None:
-                await self._submit()
-            assert self.job.remote_id is not None
-            events = self.backend.events(self.job.remote_id)
-            status, error = await self._follow(events)
-        except RemoteExecError as exc:
-            exc.job_id = exc.job_id or self.job.remote_id
-            status, error = FAILED, exc
-        except Exception as exc:
-            log.exception("remote job %s failed in the extension", self.job.prompt_id)
-            status, error = FAILED, RemoteExecError(f"{type(exc).__name__}: {exc}",
-                                                    code="extension_error")
-        self._end(status, error)
-        if events is not None and not self.remote_ended:
-            await self._remote_status(events)
+            try:
+                if self.job.remote_id is None:
+                    opened = await self._submit()
+                assert self.job.remote_id is not None
+                events = opened or self.backend.events(self.job.remote_id)
+                status, error = await self._follow(events)
+            except RemoteExecError as exc:
+                exc.job_id = exc.job_id or self.job.remote_id
+                status, error = FAILED, exc
+            except Exception as exc:
+                log.exception("remote job %s failed in the extension", self.job.prompt_id)
+                status, error = FAILED, RemoteExecError(f"{type(exc).__name__}: {exc}",
+                                                        code="extension_error")
+            self._end(status, error)
+            if events is not None and not self.remote_ended:
+                await self._remote_status(events)
+        finally:
+            if opened is not None:
+                await opened.aclose()
 
     def cancel(self) -> bool:
         """Note a cancel (the dispatcher tells the remote); False once the run ended."""
@@ -175,7 +180,9 @@ class JobRun:
         job.ship_models = []
         self.journal.save(job)
 
-    async def _submit(self) -> None:
+    async def _submit(self) -> EventStream | None:
+        """Submit the job (shipping its models first); the event stream the submission
+        opened, if the backend opened one."""
         job = self.job
         if job.ship_models:
             await self._ship_models()
@@ -199,7 +206,13 @@ class JobRun:
         job.state = SUBMITTED
         self.journal.save(job)
         if self.life.cancel_requested:  # cancelled while the submission was in flight
-            await self.backend.cancel(job.remote_id)
+            try:
+                await self.backend.cancel(job.remote_id)
+            except BaseException:
+                if submitted.events is not None:
+                    await submitted.events.aclose()
+                raise
+        return submitted.events
 
     async def _follow(self, events: AsyncIterator[Event]
                       ) -> tuple[str, RemoteExecError | None]:

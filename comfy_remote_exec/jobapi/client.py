@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 from ..errors import RemoteExecError, RemoteUnavailable, Unauthorized
 from ..protocol import (
@@ -53,6 +54,25 @@ CUT_STATUSES = frozenset({408, 429, 502, 503, 504})
 class _Cut(Exception):
     """A transfer's request was cut off (or answered the way a platform answers
     one it cut: a redirect, a 5xx): go on from where it stands."""
+
+
+class Following:
+    """A job's event stream opened by its submission: iterate it, and `aclose` it
+    when done with it, iterated or not (that releases its response)."""
+
+    def __init__(self, events: AsyncGenerator[Event, None],
+                 stack: contextlib.AsyncExitStack) -> None:
+        self._events, self._stack = events, stack
+
+    def __aiter__(self) -> Following:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+        await self._stack.aclose()
 
 
 class _Counting:
@@ -234,6 +254,60 @@ class JobApiClient:
         resp = await self._call("POST", "/v1/jobs", "submitting the job", json=spec.to_dict())
         return str(resp.json()["job_id"])
 
+    async def submit_following(self, spec: JobSpec) -> tuple[str, Following | None]:
+        """Queue the job and open its event stream in the same request (`Accept:
+        text/event-stream`); returns its id and the stream, which yields what
+        `events(job_id)` would, resuming the same way if it drops. A worker that
+        answers with JSON (one that predates this) gives the id and no stream."""
+        stack = contextlib.AsyncExitStack()
+        try:  # (httpx-sse sets Accept in the headers it is given: a copy of ours)
+            source = await stack.enter_async_context(aconnect_sse(
+                self.client, "POST", f"{self.url}/v1/jobs", json=spec.to_dict(),
+                headers=dict(self.headers), timeout=httpx.Timeout(60.0, read=None)))
+            resp = source.response
+            if not resp.is_success or not resp.headers.get(
+                    "content-type", "").startswith("text/event-stream"):
+                await resp.aread()
+                _raise_for(resp, "submitting the job")
+                await stack.aclose()
+                return str(resp.json()["job_id"]), None
+            sse = source.aiter_sse()
+            first = await anext(sse)
+            if first.event != "submitted":
+                raise RemoteExecError(f"submitting the job: the worker's stream began with "
+                                      f"{first.event!r}, not its answer",
+                                      code="protocol_error")
+            job_id = str(first.json()["job_id"])
+        except httpx.HTTPError as exc:
+            await stack.aclose()
+            raise RemoteUnavailable(f"submitting the job: cannot reach the worker at "
+                                    f"{self.url} ({exc})", code="worker_unreachable") from exc
+        except BaseException:
+            await stack.aclose()
+            raise
+        return job_id, Following(self._follow_open(job_id, sse, stack), stack)
+
+    async def _follow_open(self, job_id: str, sse: AsyncIterator[ServerSentEvent],
+                           stack: contextlib.AsyncExitStack) -> AsyncGenerator[Event, None]:
+        after = 0
+        try:
+            async for message in sse:
+                if not message.data:
+                    continue
+                event = Event.parse(json.loads(message.data))
+                if event.seq <= after:
+                    continue
+                after = event.seq
+                yield event
+                if event.terminal:
+                    return
+        except (httpx.HTTPError, SSEError):
+            pass  # dropped: go on below
+        finally:
+            await stack.aclose()
+        async for event in self.events(job_id, after):
+            yield event
+
     async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Follow the SSE stream (httpx-sse). A stream that drops or ends before the job
         does resumes with `after=`, so nothing repeats or goes missing, after a short
@@ -245,7 +319,7 @@ class JobApiClient:
             try:
                 async with aconnect_sse(
                         self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
-                        params={"after": after}, headers=self.headers,
+                        params={"after": after}, headers=dict(self.headers),
                         timeout=httpx.Timeout(60.0, read=None)) as source:
                     if _is_cut(source.response):
                         raise _Cut(f"HTTP {source.response.status_code}")

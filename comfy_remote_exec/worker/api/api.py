@@ -124,6 +124,28 @@ async def submit_from(request: web.Request) -> Job:
     return await request.app[SERVICE].submit(JobSpec.parse(await read_json(request)))
 
 
+async def event_stream(request: web.Request, job: Job, after: int, *, status: int = 200,
+                       first: dict[str, Any] | None = None) -> web.StreamResponse:
+    """The job's events with `seq > after` as server-sent events, ending after its
+    terminal status; `first` goes before them as a `submitted` message with no id."""
+    resp = web.StreamResponse(status=status, headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no", "X-Remote-Exec-Protocol": str(PROTOCOL_VERSION)})
+    await resp.prepare(request)
+    try:
+        if first is not None:
+            data = json.dumps(first, separators=(",", ":"))
+            await resp.write(f"event: submitted\ndata: {data}\n\n".encode())
+        async for event in request.app[SERVICE].stream(job.id, after):
+            payload = json.dumps(event.to_wire(), separators=(",", ":"))
+            await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
+                             .encode())
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; it resumes with GET .../events?after=
+    return resp
+
+
 def job_dirs(request: web.Request, job: Job) -> ComfyDirs:
     """Where the job's output files are: a place of the storage's own (Modal: the job's
     folder on the shared Volume), else this worker's ComfyUI folders."""
@@ -161,10 +183,15 @@ def add_routes(routes: web.RouteTableDef) -> None:
     """Register the `/v1` API and `/health`; handlers find the service on the app."""
 
     @routes.post("/v1/jobs")
-    async def submit(request: web.Request) -> web.Response:
+    async def submit(request: web.Request) -> web.StreamResponse:
+        """The 202 answer; or, for a client that accepts `text/event-stream`, the answer
+        as a first `submitted` message and then the job's events on the same response
+        (one request where a client would otherwise submit and then follow)."""
         job = await submit_from(request)
-        jobs = request.app[SERVICE].jobs.values()
-        return web.json_response(submit_answer(job, jobs), status=202)
+        answer = submit_answer(job, request.app[SERVICE].jobs.values())
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await event_stream(request, job, 0, status=202, first=answer)
+        return web.json_response(answer, status=202)
 
     @routes.get("/v1/jobs")
     async def list_jobs(request: web.Request) -> web.Response:
@@ -202,20 +229,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
             after = int(raw_after)
         except ValueError:
             raise BadRequest("after must be an integer") from None
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no",
-                                           "X-Remote-Exec-Protocol": str(PROTOCOL_VERSION)})
-        await resp.prepare(request)
-        try:
-            async for event in service.stream(job.id, after):
-                payload = json.dumps(event.to_wire(), separators=(",", ":"))
-                await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
-                                 .encode())
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass  # the client went away; it resumes with ?after=
-        return resp
+        return await event_stream(request, job, after)
 
     @routes.get("/v1/jobs/{job_id}/outputs/{type}/{path:.+}")
     async def download(request: web.Request) -> web.StreamResponse:
