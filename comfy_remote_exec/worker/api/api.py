@@ -188,7 +188,7 @@ def add_routes(routes: web.RouteTableDef) -> None:
         as a first `submitted` message and then the job's events on the same response
         (one request where a client would otherwise submit and then follow)."""
         job = await submit_from(request)
-        answer = submit_answer(job, request.app[SERVICE].jobs.values())
+        answer = submit_answer(job, request.app[SERVICE].estimate_basis())
         if "text/event-stream" in request.headers.get("Accept", ""):
             return await event_stream(request, job, 0, status=202, first=answer)
         return web.json_response(answer, status=202)

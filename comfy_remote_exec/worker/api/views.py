@@ -46,12 +46,12 @@ from ...protocol import (
 )
 from ..comfy.outputs import ComfyDirs
 from ..service.jobs import Job
+from ..service.service import RECENT_RUNS
 from ..service.webhooks import CANCELLED_BY_USER, utc_iso
 
 INLINE_LIMIT = MAX_MEDIA_BYTES  # the most one output may weigh to travel inline by default
 INLINE_MODES = ("auto", "all", "none")
 DEFAULT_ESTIMATE = 30.0  # seconds a job takes before the worker has finished any
-ESTIMATE_SAMPLE = 20  # recent completed jobs the estimate is taken from
 
 
 def iso(ts: float | None) -> str | None:
@@ -262,7 +262,7 @@ def estimated_time(job: Job, jobs: Iterable[Job]) -> int:
         elif not other.terminal and other.id != job.id and other.created_at <= job.created_at:
             ahead += 1
     done.sort()
-    recent = [seconds for _, seconds in done[-ESTIMATE_SAMPLE:]]
+    recent = [seconds for _, seconds in done[-RECENT_RUNS:]]
     typical = statistics.median(recent) if recent else DEFAULT_ESTIMATE
     return max(1, math.ceil(typical * (ahead + 1)))
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -25,6 +26,7 @@ import httpx
 from ...errors import BadRequest, Conflict, NotFound, RemoteUnavailable
 from ...protocol import (
     CANCELLED,
+    COMPLETED,
     JOB_STATUSES,
     MAX_MEDIA_BYTES,
     ContentRange,
@@ -47,6 +49,7 @@ from .webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 KEEP_JOBS = 500
+RECENT_RUNS = 20  # completed jobs a submit's estimated_time is taken from
 PREVIEW_GRACE = 60.0  # seconds a finished job keeps its preview frames in memory
 
 
@@ -68,8 +71,13 @@ class JobService:
         self.catalog = WorkerCatalog(self._ready)
         self._cold_start: tuple[float, float] | None = None
         self.jobs: dict[str, Job] = {job.id: job for job in store.load_all()}
-        for job in self.jobs.values():
+        # Kept as jobs end, so neither a submit's estimate nor a job's end walks them all:
+        self._finished: dict[str, None] = {}  # finished job ids, the first to finish first
+        self.recent: deque[Job] = deque(maxlen=RECENT_RUNS)  # the last jobs completed
+        self._unfinished: dict[str, Job] = {}
+        for job in sorted(self.jobs.values(), key=lambda j: j.life.finished_at or j.created_at):
             job.listener = self._moved
+            self._note(job)
         self._prune()
 
     def attach(self, executor: Executor) -> None:
@@ -175,6 +183,7 @@ class JobService:
         self._cold_start = None
         self.store.log_for(job)
         self.jobs[job_id] = job
+        self._unfinished[job_id] = job
         # Recorded once ComfyUI took it (below); a crash before that loses a job that
         # never ran, and its client sees it as unknown.
         job.log.append(JobStatus(job.status))
@@ -188,6 +197,7 @@ class JobService:
         except BaseException:
             self._cold_start = self._cold_start or job.cold_start  # the next job claims it
             self.jobs.pop(job_id, None)
+            self._unfinished.pop(job_id, None)
             self.store.remove(job_id)
             raise
         job.prompt_id = prompt_id
@@ -247,9 +257,24 @@ class JobService:
 
     # -- a job moved ------------------------------------------------------------------
 
+    def estimate_basis(self) -> tuple[Job, ...]:
+        """The jobs a submit's `estimated_time` is taken from: the last completed ones
+        and the unfinished ones."""
+        return (*self.recent, *self._unfinished.values())
+
+    def _note(self, job: Job) -> None:
+        if not job.terminal:
+            self._unfinished[job.id] = job
+            return
+        self._unfinished.pop(job.id, None)
+        self._finished[job.id] = None
+        if job.status == COMPLETED:
+            self.recent.append(job)
+
     async def _moved(self, job: Job) -> None:
         if not job.terminal:
             return
+        self._note(job)
         if job.webhook_url:
             self.webhooks.send(job.webhook_url, f"job.{job.status}", job.view())
         # A client that attaches after a fast job ended still gets its previews, as a
@@ -259,10 +284,8 @@ class JobService:
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond `keep_jobs`."""
-        finished = [j for j in self.jobs.values() if j.terminal]
-        if len(finished) <= self.keep_jobs:
-            return
-        finished.sort(key=lambda j: j.life.finished_at or j.created_at)
-        for job in finished[: len(finished) - self.keep_jobs]:
-            del self.jobs[job.id]
-            self.store.remove(job.id)
+        while len(self._finished) > self.keep_jobs:
+            job_id = next(iter(self._finished))
+            del self._finished[job_id]
+            if self.jobs.pop(job_id, None) is not None:
+                self.store.remove(job_id)

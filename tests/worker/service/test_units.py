@@ -112,3 +112,32 @@ async def test_job_timing_in_record_view_and_terminal_event(tmp_path: Path) -> N
     assert job.view()["timing"] == end.timing.to_dict()
     again = JobStore(tmp_path).load_all()[0]
     assert again.cold_start == (1.0, 31.0) and again.timing() == end.timing
+
+
+# -- the service's finished jobs ---------------------------------------------------------
+
+
+async def test_finished_jobs_are_pruned_in_finishing_order_and_feed_the_estimate(
+        tmp_path: Path) -> None:
+    """The service keeps what a submit's estimate and a job's end need as jobs end, so
+    neither walks every job: the first to finish go first, whatever their age."""
+    from comfy_remote_exec.worker.inputs.blobs import BlobStore
+    from comfy_remote_exec.worker.service.service import RECENT_RUNS, JobService
+
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
+                             keep_jobs=3)
+        jobs = [Job(id=f"j{i}", listener=service._moved) for i in range(RECENT_RUNS + 5)]
+        for job in jobs:
+            service.jobs[job.id] = job
+            service._note(job)
+        assert [j.id for j in service.estimate_basis()] == [j.id for j in jobs], \
+            "all unfinished"
+        for job in reversed(jobs[1:]):  # the newest finish first, the oldest not at all
+            assert job.life.start() and job.life.end(COMPLETED if job.id != "j3" else FAILED)
+            await job.changed()
+    assert sorted(service.jobs) == ["j0", "j1", "j2", "j3"], \
+        "the three that finished last are kept, and the unfinished one"
+    assert not (tmp_path / "jobs" / "j4").exists()
+    completed = [j.id for j in reversed(jobs[1:]) if j.id != "j3"]
+    assert [j.id for j in service.estimate_basis()] == [*completed[-RECENT_RUNS:], "j0"]
