@@ -58,6 +58,7 @@ class ComfyHost:
         self.server = prompt_server
         self.comfyui_root = Path(folder_paths.__file__).resolve().parent
         self._settings_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._settings_paths: dict[tuple[str, str], Path] = {}
 
     @property
     def input_dir(self) -> Path:
@@ -140,7 +141,10 @@ class ComfyHost:
     def settings(self, user: str = DEFAULT_USER) -> dict[str, Any]:
         """A user's saved settings (re-read when the file changes)."""
         try:
-            path = settings_file(Path(folder_paths.get_user_directory()), user)
+            key = (folder_paths.get_user_directory(), user)
+            path = self._settings_paths.get(key)
+            if path is None:  # resolved once per user: it is asked on every Run
+                path = self._settings_paths[key] = settings_file(Path(key[0]), user)
             mtime = path.stat().st_mtime
         except (OSError, ValueError):
             return {}

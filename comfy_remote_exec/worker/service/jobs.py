@@ -289,12 +289,19 @@ def cold_span(raw: Any) -> tuple[float, float] | None:
 
 
 class JobStore:
-    """Job records under `root/<job_id>/`."""
+    """Job records under `root/<job_id>/`: `job.json` and the event log `events.jsonl`.
+
+    A job's folder is made by its first `save` (the service saves once ComfyUI took
+    the job); events logged before that wait in memory, so no file is touched
+    between a submit and its hand-off to ComfyUI."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._logs: dict[str, TextIO] = {}
+        self._saved: set[str] = set()  # jobs whose folder exists
+        self._waiting: dict[str, list[str]] = {}  # event lines of jobs not saved yet
+        self._ended: set[str] = set()  # of those, the ones whose log is complete
 
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -306,8 +313,24 @@ class JobStore:
 
     def save(self, job: Job) -> None:
         folder = self._dir(job.id)
-        folder.mkdir(exist_ok=True)
+        if job.id not in self._saved:
+            folder.mkdir(exist_ok=True)
+            self._saved.add(job.id)
         atomic_write_json(folder / "job.json", job.record(), durable=False)
+        waiting = self._waiting.pop(job.id, None)
+        if waiting:
+            fh = self._open(job.id)
+            fh.write("".join(waiting))
+            fh.flush()
+            if job.id in self._ended:
+                self.close_events(job.id)
+
+    def _open(self, job_id: str) -> TextIO:
+        fh = self._logs.get(job_id)
+        if fh is None:
+            fh = self._logs[job_id] = (self._dir(job_id) / "events.jsonl").open(
+                "a", encoding="utf-8")
+        return fh
 
     def append_event(self, job_id: str, event: Event) -> None:
         """Append to the job's event log (kept open until `close_events`).
@@ -316,27 +339,33 @@ class JobStore:
         """
         if isinstance(event.payload, Preview):
             return
-        fh = self._logs.get(job_id)
-        if fh is None:
-            folder = self._dir(job_id)
-            folder.mkdir(exist_ok=True)
-            fh = self._logs[job_id] = (folder / "events.jsonl").open("a", encoding="utf-8")
         wire = event.to_wire()
         if isinstance(event.payload, Executed) and event.payload.files:
             # Inline output bytes stay out of the file; a replay downloads them by url.
             wire["data"] = {**event.payload.to_data(), "files": [
                 {k: v for k, v in f.to_dict().items() if k != "data"}
                 for f in event.payload.files]}
-        fh.write(json.dumps(wire, separators=(",", ":")) + "\n")
+        line = json.dumps(wire, separators=(",", ":")) + "\n"
+        if job_id not in self._saved:
+            self._waiting.setdefault(job_id, []).append(line)
+            return
+        fh = self._open(job_id)
+        fh.write(line)
         fh.flush()
 
     def close_events(self, job_id: str) -> None:
+        if job_id in self._waiting:
+            self._ended.add(job_id)  # its first save writes the lines, then closes
+            return
+        self._ended.discard(job_id)
         fh = self._logs.pop(job_id, None)
         if fh is not None:
             fh.close()
 
     def remove(self, job_id: str) -> None:
+        self._waiting.pop(job_id, None)
         self.close_events(job_id)
+        self._saved.discard(job_id)
         shutil.rmtree(self._dir(job_id), ignore_errors=True)
 
     def load_all(self) -> list[Job]:
@@ -347,6 +376,7 @@ class JobStore:
                 job = Job.from_record(json.loads(record.read_text(encoding="utf-8")))
             except (ValueError, TypeError):
                 continue
+            self._saved.add(job.id)
             events: list[Event] = []
             events_file = record.parent / "events.jsonl"
             if events_file.exists():

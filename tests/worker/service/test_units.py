@@ -141,3 +141,29 @@ async def test_finished_jobs_are_pruned_in_finishing_order_and_feed_the_estimate
     assert not (tmp_path / "jobs" / "j4").exists()
     completed = [j.id for j in reversed(jobs[1:]) if j.id != "j3"]
     assert [j.id for j in service.estimate_basis()] == [*completed[-RECENT_RUNS:], "j0"]
+
+
+def test_events_before_the_first_save_wait_in_memory(tmp_path: Path) -> None:
+    """Nothing touches the disk between a submit and its hand-off to ComfyUI: the
+    first events wait for the job's first save, which writes them in order; a log
+    that ended before that is closed once written."""
+    store = JobStore(tmp_path)
+    job = Job(id="early")
+    store.log_for(job)
+    job.log.append(JobStatus("queued"))
+    assert not (tmp_path / "early").exists()
+    assert job.life.start() and job.life.end(COMPLETED)
+    job.log.append(Executing("1"))
+    job.log.append(JobStatus(COMPLETED))  # terminal: the log is complete
+    store.save(job)
+    lines = (tmp_path / "early" / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+    assert "early" not in store._logs, "closed once written"
+    [loaded] = JobStore(tmp_path).load_all()
+    assert [e.seq for e in loaded.events] == [1, 2, 3] and loaded.status == COMPLETED
+
+    gone = Job(id="gone")
+    store.log_for(gone)
+    gone.log.append(JobStatus("queued"))
+    store.remove(gone.id)  # ComfyUI refused it: nothing was written, nothing waits
+    assert not (tmp_path / "gone").exists() and "gone" not in store._waiting
