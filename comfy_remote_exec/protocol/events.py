@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeAlias
 
@@ -385,6 +386,7 @@ class Event:
     seq: int
     payload: Payload
     ts: float = 0.0
+    _json: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def type(self) -> str:
@@ -398,6 +400,13 @@ class Event:
     def to_wire(self) -> JsonObject:
         return {"v": PROTOCOL_VERSION, "seq": self.seq, "type": self.type,
                 "data": self.payload.to_data(), "ts": self.ts}
+
+    def wire_json(self) -> str:
+        """`to_wire()` as compact JSON, encoded once: the worker's event log and every
+        stream reader send the same text (the payload is not changed once logged)."""
+        if self._json is None:
+            self._json = json.dumps(self.to_wire(), separators=(",", ":"))
+        return self._json
 
     @classmethod
     def parse(cls, raw: object) -> Event:

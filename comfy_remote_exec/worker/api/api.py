@@ -137,9 +137,8 @@ async def event_stream(request: web.Request, job: Job, after: int, *, status: in
             data = json.dumps(first, separators=(",", ":"))
             await resp.write(f"event: submitted\ndata: {data}\n\n".encode())
         async for event in request.app[SERVICE].stream(job.id, after):
-            payload = json.dumps(event.to_wire(), separators=(",", ":"))
-            await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n"
-                             .encode())
+            await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: "
+                             f"{event.wire_json()}\n\n".encode())
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client went away; it resumes with GET .../events?after=

@@ -339,13 +339,15 @@ class JobStore:
         """
         if isinstance(event.payload, Preview):
             return
-        wire = event.to_wire()
         if isinstance(event.payload, Executed) and event.payload.files:
             # Inline output bytes stay out of the file; a replay downloads them by url.
+            wire = event.to_wire()
             wire["data"] = {**event.payload.to_data(), "files": [
                 {k: v for k, v in f.to_dict().items() if k != "data"}
                 for f in event.payload.files]}
-        line = json.dumps(wire, separators=(",", ":")) + "\n"
+            line = json.dumps(wire, separators=(",", ":")) + "\n"
+        else:
+            line = event.wire_json() + "\n"
         if job_id not in self._saved:
             self._waiting.setdefault(job_id, []).append(line)
             return
