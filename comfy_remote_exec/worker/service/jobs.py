@@ -6,7 +6,8 @@ reader, with no other stop on the way. What the service must do when a job
 moves (webhooks, pruning) reaches it through the job's `listener`.
 
 Each job has a directory with `job.json` (rewritten atomically: temp file,
-then rename) and `events.jsonl` (appended). A worker restart therefore loses
+then rename) and `events.jsonl` (appended, written out within 50 ms, and at
+once when the job ends). A worker restart therefore loses
 no record (neither is synced to disk at each step: that is the extension's
 journal's job, which holds what a client paid for, and it costs each job
 milliseconds here); jobs that were queued or running at the time are marked failed with
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import shutil
 import time
@@ -45,6 +47,8 @@ from ...protocol import (
     Preview,
     Progress,
 )
+
+FLUSH_DELAY = 0.05  # seconds an event log's lines may wait in its buffer
 
 
 class LogStore(Protocol):
@@ -302,6 +306,8 @@ class JobStore:
         self._saved: set[str] = set()  # jobs whose folder exists
         self._waiting: dict[str, list[str]] = {}  # event lines of jobs not saved yet
         self._ended: set[str] = set()  # of those, the ones whose log is complete
+        self._dirty: set[str] = set()  # logs with lines not written out yet
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -321,7 +327,7 @@ class JobStore:
         if waiting:
             fh = self._open(job.id)
             fh.write("".join(waiting))
-            fh.flush()
+            self._flush_soon(job.id)
             if job.id in self._ended:
                 self.close_events(job.id)
 
@@ -351,15 +357,40 @@ class JobStore:
         if job_id not in self._saved:
             self._waiting.setdefault(job_id, []).append(line)
             return
-        fh = self._open(job_id)
-        fh.write(line)
-        fh.flush()
+        self._open(job_id).write(line)
+        self._flush_soon(job_id)
+
+    def _flush_soon(self, job_id: str) -> None:
+        """Write a log's buffered lines out within `FLUSH_DELAY` (a syscall per event
+        costs a busy job's progress events as much as their JSON)."""
+        self._dirty.add(job_id)
+        if self._flush_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool reading the store): at once
+            self.flush()
+            return
+        self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write out every log's buffered lines (also on the way out)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush_timer = None
+        for job_id in self._dirty:
+            fh = self._logs.get(job_id)
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    fh.flush()
+        self._dirty.clear()
 
     def close_events(self, job_id: str) -> None:
         if job_id in self._waiting:
             self._ended.add(job_id)  # its first save writes the lines, then closes
             return
         self._ended.discard(job_id)
+        self._dirty.discard(job_id)
         fh = self._logs.pop(job_id, None)
         if fh is not None:
             fh.close()

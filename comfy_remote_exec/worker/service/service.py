@@ -42,7 +42,7 @@ from ..inputs.media import check_content, image_ext
 from ..inputs.prepare import apply_overrides
 from ..inputs.urls import check_url, fetch_url
 from .catalog import WorkerCatalog
-from .jobs import Job
+from .jobs import Job, JobStore
 from .seams import Executor, LocalStorage, Storage, Store
 from .webhooks import WebhookSender
 
@@ -141,6 +141,8 @@ class JobService:
 
     async def close(self) -> None:
         await self.webhooks.drain()
+        if isinstance(self.store, JobStore):
+            self.store.flush()
 
     # -- queries --------------------------------------------------------------------
 

@@ -20,8 +20,12 @@ from comfy_remote_exec.protocol import (
     OutputFile,
     Progress,
 )
+from comfy_remote_exec.worker.inputs.blobs import BlobStore
 from comfy_remote_exec.worker.service.jobs import Job, JobStore
+from comfy_remote_exec.worker.service.service import RECENT_RUNS, JobService
 from comfy_remote_exec.worker.service.webhooks import WebhookSender
+
+from ...helpers import eventually
 
 # -- jobs ------------------------------------------------------------------------------
 
@@ -121,9 +125,6 @@ async def test_finished_jobs_are_pruned_in_finishing_order_and_feed_the_estimate
         tmp_path: Path) -> None:
     """The service keeps what a submit's estimate and a job's end need as jobs end, so
     neither walks every job: the first to finish go first, whatever their age."""
-    from comfy_remote_exec.worker.inputs.blobs import BlobStore
-    from comfy_remote_exec.worker.service.service import RECENT_RUNS, JobService
-
     async with httpx.AsyncClient() as http:
         service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http,
                              keep_jobs=3)
@@ -167,3 +168,22 @@ def test_events_before_the_first_save_wait_in_memory(tmp_path: Path) -> None:
     gone.log.append(JobStatus("queued"))
     store.remove(gone.id)  # ComfyUI refused it: nothing was written, nothing waits
     assert not (tmp_path / "gone").exists() and "gone" not in store._waiting
+
+
+async def test_a_running_jobs_log_is_written_out_in_batches(tmp_path: Path) -> None:
+    """Lines wait in the buffer for at most FLUSH_DELAY, not a syscall each; the end
+    of the job writes and closes the log at once; `flush` (the way out) writes all."""
+    store = JobStore(tmp_path)
+    job = Job(id="busy")
+    store.log_for(job)
+    store.save(job)
+    path = tmp_path / "busy" / "events.jsonl"
+    for step in range(1, 6):
+        job.log.append(Progress(step, 5, "1"))
+    await eventually(lambda: len(path.read_text().splitlines()) == 5,
+                     "the buffered lines are written out", timeout=5)
+    job.log.append(Progress(1, 1, "2"))
+    store.flush()
+    assert len(path.read_text().splitlines()) == 6
+    job.log.append(JobStatus(FAILED))
+    assert len(path.read_text().splitlines()) == 7 and "busy" not in store._logs
