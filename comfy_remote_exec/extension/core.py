@@ -259,12 +259,12 @@ class RemoteExec:
         if catalog is None:
             return None
         backend = cache.backend
-        local = getattr(self.host, "model_path", None) or (lambda _f, _n: None)
         limit = int(cfg.ship_max_gb * 1024**3)
         can_ship = isinstance(backend, ModelStore) and backend.ships_models
         hashes = cache.source.preflight_hashes if cache.source is not None else None
         for attempt in range(2):
-            result = preflight(prompt, catalog, local, max_ship_bytes=limit, can_ship=can_ship)
+            result = preflight(prompt, catalog, self.host.model_path, max_ship_bytes=limit,
+                               can_ship=can_ship)
             if result.ok:
                 await conflicts(result, prompt, catalog, hashes,
                                 lambda path: self.hashes.sha256(path)[0], self._remote_hashes)

@@ -58,6 +58,10 @@ class Host(Protocol):
         node type this ComfyUI lacks: then only the remote can judge it."""
         ...
 
+    def model_path(self, folder: str, name: str) -> Path | None:
+        """The local file of model `folder/name`, or None (what ComfyUI would load)."""
+        ...
+
     def cache_args(self) -> list[str]:
         """This ComfyUI's cache flags (`--cache-lru N`...), for a worker on this machine."""
         ...

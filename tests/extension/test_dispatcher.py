@@ -48,6 +48,7 @@ class RecordingHost:
     def next_number(self, front: bool) -> float: return 0
     def on_prompt(self, body: dict[str, Any]) -> dict[str, Any]: return body
     def queue_changed(self) -> None: ...
+    def model_path(self, folder: str, name: str) -> Path | None: return None
     def settings(self, user: str = "default") -> dict[str, Any]: return {}
     def request_user(self, request: Any) -> str: return "default"
 
