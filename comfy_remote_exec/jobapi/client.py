@@ -285,49 +285,41 @@ class JobApiClient:
         except BaseException:
             await stack.aclose()
             raise
-        return job_id, Following(self._follow_open(job_id, sse, stack), stack)
+        return job_id, Following(self._follow(job_id, 0, (stack, sse)), stack)
 
-    async def _follow_open(self, job_id: str, sse: AsyncIterator[ServerSentEvent],
-                           stack: contextlib.AsyncExitStack) -> AsyncGenerator[Event, None]:
-        after = 0
-        try:
-            async for message in sse:
-                if not message.data:
-                    continue
-                event = Event.parse(json.loads(message.data))
-                if event.seq <= after:
-                    continue
-                after = event.seq
-                yield event
-                if event.terminal:
-                    return
-        except (httpx.HTTPError, SSEError):
-            pass  # dropped: go on below
-        finally:
-            await stack.aclose()
-        async for event in self.events(job_id, after):
-            yield event
-
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+    def events(self, job_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """Follow the SSE stream (httpx-sse). A stream that drops or ends before the job
         does resumes with `after=`, so nothing repeats or goes missing, after a short
         backoff; it gives up after `retry_delays` in a row that brought no event and
         stayed up less than `steady` s (Modal's cut at 150 s is no failure)."""
+        return self._follow(job_id, after, None)
+
+    async def _follow(self, job_id: str, after: int,
+                      first: tuple[contextlib.AsyncExitStack, AsyncIterator[ServerSentEvent]]
+                      | None) -> AsyncGenerator[Event, None]:
+        """`events`, taking them from `first` (a stream the submission opened) first."""
         failures = 0
         while True:
             opened, got = None, False
             try:
-                async with aconnect_sse(
-                        self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
-                        params={"after": after}, headers=dict(self.headers),
-                        timeout=httpx.Timeout(60.0, read=None)) as source:
-                    if _is_cut(source.response):
-                        raise _Cut(f"HTTP {source.response.status_code}")
-                    if not source.response.is_success:
-                        await source.response.aread()
-                        _raise_for(source.response, "following the job")
+                async with contextlib.AsyncExitStack() as stack:
+                    if first is not None:
+                        held, messages = first
+                        first = None
+                        stack.push_async_callback(held.aclose)
+                    else:
+                        source = await stack.enter_async_context(aconnect_sse(
+                            self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
+                            params={"after": after}, headers=dict(self.headers),
+                            timeout=httpx.Timeout(60.0, read=None)))
+                        if _is_cut(source.response):
+                            raise _Cut(f"HTTP {source.response.status_code}")
+                        if not source.response.is_success:
+                            await source.response.aread()
+                            _raise_for(source.response, "following the job")
+                        messages = source.aiter_sse()
                     opened = time.monotonic()
-                    async for sse in source.aiter_sse():
+                    async for sse in messages:
                         if not sse.data:
                             continue
                         event = Event.parse(json.loads(sse.data))

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from comfy_remote_exec.jobapi.client import JobApiClient
+from comfy_remote_exec.jobapi.client import Following, JobApiClient
 from comfy_remote_exec.protocol import COMPLETED, Event, JobSpec, Lifecycle, Progress
 from comfy_remote_exec.worker.app import build_app
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
@@ -103,19 +103,24 @@ async def collect(events: AsyncIterator[Event]) -> list[tuple[int, str]]:
     return [(e.seq, e.type) async for e in events]
 
 
+async def followed(stream: Following | None, timeout: float = 10) -> list[tuple[int, str]]:
+    """A submission's stream, read to its end and closed."""
+    assert stream is not None
+    try:
+        return await asyncio.wait_for(collect(stream), timeout)
+    finally:
+        await stream.aclose()
+
+
 async def test_the_submission_carries_the_events_and_its_connection_serves_the_next(
         worker: Worker) -> None:
     client = JobApiClient(worker.url)
     try:
         for _ in range(3):
             job_id, stream = await client.submit_following(JobSpec(workflow=FLOW))
-            assert stream is not None
-            try:
-                followed = await asyncio.wait_for(collect(stream), 10)
-            finally:
-                await stream.aclose()
-            assert followed == await asyncio.wait_for(collect(client.events(job_id)), 10)
-            assert [t for _, t in followed] == (
+            events = await followed(stream)
+            assert events == await asyncio.wait_for(collect(client.events(job_id)), 10)
+            assert [t for _, t in events] == (
                 ["job_status", "job_status"] + ["progress"] * 3 + ["job_status"])
         # Following left the client's own headers alone: a plain submit still gets JSON.
         assert await client.submit(JobSpec(workflow=FLOW))
@@ -142,17 +147,13 @@ async def test_a_cut_submission_stream_resumes_where_it_stopped(worker: Worker) 
     client = JobApiClient(url, retry_delays=(0.01,) * 6)
     try:
         _, stream = await client.submit_following(JobSpec(workflow=FLOW))
-        assert stream is not None
-        try:
-            followed = await asyncio.wait_for(collect(stream), 20)
-        finally:
-            await stream.aclose()
+        events = await followed(stream, 20)
     finally:
         await client.close()
         await proxy.close()
     assert proxy.cuts, "the submission's stream was cut"
-    assert [seq for seq, _ in followed] == list(range(1, len(followed) + 1))
-    assert followed[-1][1] == "job_status" and len(followed) == 11
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    assert events[-1][1] == "job_status" and len(events) == 11
 
 
 async def test_a_worker_that_answers_with_json_gives_no_stream() -> None:
