@@ -370,7 +370,7 @@ RELAY_POINTS = {
         ("ComfyUI progress hook calls send_sync", "comfy", "send_sync>"),
         ("ComfyUI's loop writes it to the worker's WebSocket", "comfy", "ws_send>"),
         ("worker reads and translates it", "worker", "ws_in"),
-        ("worker's job service takes it", "worker", "service_event>"),
+        ("worker's job record takes it", "worker", "job_event>"),
         ("worker's SSE handler takes it", "worker", "stream_yield"),
         ("extension parses the SSE event", "local", "sse_event"),
         ("extension's handler takes it", "local", "handle>"),

@@ -108,6 +108,13 @@ def desc(kind: Any, data: Any) -> str:
     return f"{kind} {data.get('node')}"
 
 
+def pdesc(payload: Any) -> str:
+    """`desc` of a typed payload (protocol.events), read off its attributes."""
+    kind = getattr(payload, "TYPE", None) or getattr(payload, "type", "?")
+    data = {"node": getattr(payload, "node", None), "value": getattr(payload, "value", None)}
+    return desc(kind, data)
+
+
 # -- patches, by module --------------------------------------------------------------
 
 
@@ -211,7 +218,7 @@ def patch_jobrun(mod: Any) -> None:
     cls = mod.JobRun
     span(cls, "run", "jobrun")
     span(cls, "_submit", "submit_all")
-    span(cls, "_handle", "handle", lambda self, event: desc(event.type, event.data))
+    span(cls, "_relay", "handle", lambda self, event, payload: pdesc(payload))
     span(cls, "_land", "land_all")
     span(cls, "_write_history", "history")
     span(cls, "_end", "end")
@@ -225,9 +232,12 @@ def patch_landing(mod: Any) -> None:
 def patch_http_backend(mod: Any) -> None:
     cls = mod.HttpBackend
     span(cls, "submit", "post_job")
-    span(cls, "missing_blobs", "missing_blobs")
     span(cls, "download", "download")
-    agen(cls, "events", "sse_event", lambda e: f"{desc(e.type, e.data)} seq={e.seq}")
+
+
+def patch_jobapi_client(mod: Any) -> None:
+    """Every event stream the extension follows, the one a submission opened too."""
+    agen(mod.JobApiClient, "_follow", "sse_event", lambda e: f"{pdesc(e.payload)} seq={e.seq}")
 
 
 def patch_adapter(mod: Any) -> None:
@@ -244,29 +254,38 @@ def patch_dispatcher(mod: Any) -> None:
 # The worker.
 
 def patch_worker_app(mod: Any) -> None:
-    cls = mod.Worker
-    build = cls.build_app
+    build = mod.build_app
 
-    def build_app(self: Any) -> Any:
-        app = build(self)
+    def build_app(*args: Any, **kwargs: Any) -> Any:
+        app = build(*args, **kwargs)
         app.middlewares.insert(0, _http_middleware())
         return app
 
-    cls.build_app = build_app
+    mod.build_app = build_app
 
 
 def patch_service(mod: Any) -> None:
     cls = mod.JobService
     span(cls, "submit", "service_submit")
-    span(cls, "event", "service_event", lambda self, jid, t, d: desc(t, d))
-    span(cls, "finished", "service_finished")
-    agen(cls, "stream", "stream_yield", lambda e: f"{desc(e.type, e.data)} seq={e.seq}")
+    orig = cls.stream_batches
+
+    async def stream_batches(*args: Any, **kwargs: Any) -> Any:
+        """A mark per event of each batch the SSE writer takes (it writes them at once)."""
+        mark("stream_yield>")
+        async for batch in orig(*args, **kwargs):
+            for e in batch:
+                mark("stream_yield", f"{pdesc(e.payload)} seq={e.seq}")
+            yield batch
+            mark("stream_yield+")
+
+    cls.stream_batches = stream_batches
 
 
 def patch_jobs(mod: Any) -> None:
     span(mod.JobStore, "save", "job_save")
     span(mod.JobStore, "append_event", "append_event",
          lambda self, job, e: f"{e.type} {e.seq}")
+    span(mod.Job, "event", "job_event", lambda self, payload: pdesc(payload))
 
 
 def patch_runner(mod: Any) -> None:
@@ -276,12 +295,15 @@ def patch_runner(mod: Any) -> None:
     span(cls, "_queue", "queue_prompt")
     span(cls, "_describe", "describe")
     span(cls, "_complete", "complete")
+
+
+def patch_comfy_client(mod: Any) -> None:
     orig = mod.translate
 
     def translate(raw: Any) -> Any:
         msg = orig(raw)
         if msg is not None:
-            mark("ws_in", desc(msg.type, msg.data))
+            mark("ws_in", pdesc(msg.payload))
         return msg
 
     mod.translate = translate
@@ -291,7 +313,7 @@ def patch_runpod_backend(mod: Any) -> None:
     cls = mod.RunpodBackend
     span(cls, "_call", "runpod_call", lambda self, method, path, *a, **k:
          f"{method} {path.split('/')[1]}")
-    agen(cls, "events", "sse_event", lambda e: f"{desc(e.type, e.data)} seq={e.seq}")
+    agen(cls, "events", "sse_event", lambda e: f"{pdesc(e.payload)} seq={e.seq}")
 
 
 def patch_rp_job(mod: Any) -> None:
@@ -326,6 +348,8 @@ PATCHES = {
     "comfy_remote_exec.extension.adapter": patch_adapter,
     "comfy_remote_exec.extension.dispatcher": patch_dispatcher,
     "comfy_remote_exec.backends.http": patch_http_backend,
+    "comfy_remote_exec.jobapi.client": patch_jobapi_client,
+    "comfy_remote_exec.worker.comfy.comfy_client": patch_comfy_client,
     "comfy_remote_exec.worker.app": patch_worker_app,
     "comfy_remote_exec.worker.service.service": patch_service,
     "comfy_remote_exec.worker.service.jobs": patch_jobs,

@@ -9,7 +9,7 @@ an earlier API container left running.
 
 Modal cuts every web request at 150 s. Submitting returns at once (the GPU
 call is spawned, not awaited). An event stream ends by itself after
-`stream_limit` seconds (`ModalJobService.stream`), cleanly, before Modal's
+`stream_limit` seconds (`ModalJobService.stream_batches`), cleanly, before Modal's
 cut, and the client comes back with `after=` / `Last-Event-ID` for the rest
 (the extension's client does). Large files travel in ranges.
 
@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
@@ -40,10 +40,12 @@ from .executor import IDLE, GpuFunctions, ModalExecutor
 from .storage import VolumeStorage
 from .store import ModalStore
 
+T = TypeVar("T")
+
 STREAM_LIMIT = 120.0  # seconds; Modal cuts web requests at 150
 
 
-async def limited(events: AsyncIterator[Event], seconds: float) -> AsyncIterator[Event]:
+async def limited(events: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
     """`events` for at most `seconds`, then a clean end (the client resumes with `after=`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -70,8 +72,8 @@ class ModalJobService(JobService):
 
     stream_limit: float = STREAM_LIMIT
 
-    def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
-        return limited(super().stream(job_id, after), self.stream_limit)
+    def stream_batches(self, job_id: str, after: int = 0) -> AsyncIterator[Sequence[Event]]:
+        return limited(super().stream_batches(job_id, after), self.stream_limit)
 
 
 @dataclass

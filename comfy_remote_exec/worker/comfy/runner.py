@@ -272,11 +272,13 @@ class Runner:
             try:
                 await self.process.ensure_healthy()
                 self._connection += 1
+                # A message already in the socket's buffer is read without a pause,
+                # so the SSE writers run once ComfyUI's burst is handled and send it
+                # in one write (`EventLog.batches`); the next read that must wait
+                # gives them their turn.
                 async for message in self.client.websocket(self.client_id,
                                                            self._connected.set):
                     await self._route(message)
-                    # Let the SSE writers send it before the next message is read.
-                    await asyncio.sleep(0)
             except RemoteUnavailable as exc:
                 log.debug("ComfyUI WebSocket: %s", exc)
             except Exception:

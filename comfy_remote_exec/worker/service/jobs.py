@@ -95,14 +95,23 @@ class EventLog:
 
     async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Events with `seq > after`, live, ending after the terminal status."""
+        async for batch in self.batches(after):
+            for event in batch:
+                yield event
+
+    async def batches(self, after: int = 0) -> AsyncIterator[list[Event]]:
+        """`follow`'s events, as the runs that were logged together: everything new
+        when the reader looks. A reader that writes each run at once sends a burst
+        (ComfyUI's `progress_state` and its `progress`, an `executed` and the
+        messages after it) in one write, so the other side wakes once for it."""
         last = after
         while True:
             # By seq, not position: a finished job's log is compacted under us.
             start = bisect.bisect_right(self.events, last, key=lambda e: e.seq)
             if start < len(self.events):
-                for event in self.events[start:]:
-                    last = event.seq
-                    yield event
+                batch = self.events[start:]
+                last = batch[-1].seq
+                yield batch
                 continue
             if self.ended:
                 return

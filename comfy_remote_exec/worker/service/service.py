@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -159,9 +159,16 @@ class JobService:
         jobs.sort(key=lambda j: j.created_at, reverse=True)
         return jobs[: max(0, limit)]
 
-    def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+    async def stream(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Events with `seq > after`, live, ending after the terminal status."""
-        return self.get(job_id).log.follow(after)
+        async for batch in self.stream_batches(job_id, after):
+            for event in batch:
+                yield event
+
+    def stream_batches(self, job_id: str, after: int = 0) -> AsyncIterator[Sequence[Event]]:
+        """`stream`, as the runs of events that were logged together (`EventLog.batches`):
+        what the SSE writer sends in one write."""
+        return self.get(job_id).log.batches(after)
 
     # -- submitting -----------------------------------------------------------------
 

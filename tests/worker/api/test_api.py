@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -18,8 +19,10 @@ from comfy_remote_exec.protocol import (
     RUNNING,
     JobStatus,
     Lifecycle,
+    NodeProgress,
     Preview,
     Progress,
+    ProgressState,
 )
 from comfy_remote_exec.worker.api.api import (
     DIRS,
@@ -199,3 +202,38 @@ async def test_protocol_version_is_negotiated(api: tuple) -> None:
     assert (await client.get("/v1/jobs")).is_success, "clients naming no version are served"
     health = (await client.get("/health")).json()
     assert health["protocol"] == 2 and health["protocols"] == [2]
+
+
+async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
+    """ComfyUI sends a `progress_state` and its `progress` back to back: the event stream
+    writes them as one HTTP chunk, so the client wakes once for the pair. Read off the
+    socket, where the chunked encoding shows each write of the worker."""
+    client, service = api
+    job = Job(id="burst", life=Lifecycle(RUNNING), listener=service._moved)
+    service.store.log_for(job)
+    service.jobs[job.id] = job
+    await job.event(Progress(1, 4, node="1"))
+    reader, writer = await asyncio.open_connection(client.base_url.host, client.base_url.port)
+
+    async def chunk() -> bytes:
+        size = int((await asyncio.wait_for(reader.readline(), 10)).strip(), 16)
+        data = await reader.readexactly(size + 2)
+        return data[:-2]
+
+    try:
+        writer.write(f"GET /v1/jobs/{job.id}/events HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b"200" in head.split(b"\r\n")[0] and b"chunked" in head.lower()
+        assert b"event: progress" in await chunk()
+        await job.event(ProgressState({"1": NodeProgress(2, 4, "running", "1")}))
+        await job.event(Progress(2, 4, node="1"))
+        pair = await chunk()
+        assert pair.count(b"\n\n") == 2, pair
+        assert (pair.index(b"event: progress_state") < pair.index(b"event: progress\n")
+                and b"id: 2\n" in pair and b"id: 3\n" in pair), pair
+        job.life.end("completed")
+        await job.changed()
+        assert b"event: job_status" in await chunk()
+    finally:
+        writer.close()

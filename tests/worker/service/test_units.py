@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -187,3 +188,24 @@ async def test_a_running_jobs_log_is_written_out_in_batches(tmp_path: Path) -> N
     assert len(path.read_text().splitlines()) == 6
     job.log.append(JobStatus(FAILED))
     assert len(path.read_text().splitlines()) == 7 and "busy" not in store._logs
+
+
+async def test_a_reader_takes_what_was_logged_together_as_one_batch() -> None:
+    """`batches` hands a reader everything new when it looks (what the SSE writer sends
+    in one write); `follow` yields the same events one by one; both end after the
+    terminal status."""
+    job = Job(id="j", life=Lifecycle("running"))
+    job.log.append(Executing("1"))
+    batches = job.log.batches()
+    assert [e.seq for e in await anext(batches)] == [1]
+    waiting = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)
+    assert not waiting.done(), "a reader with nothing new waits"
+    job.log.append(Progress(1, 2))  # a burst: logged in one turn of the loop
+    job.log.append(Progress(2, 2))
+    assert [e.seq for e in await asyncio.wait_for(waiting, 5)] == [2, 3]
+    job.life.end(COMPLETED)
+    await job.changed()
+    assert [[e.seq for e in b] async for b in batches] == [[4]]
+    assert [e.seq async for e in job.log.follow(1)] == [2, 3, 4]
+    assert [[e.seq for e in b] async for b in job.log.batches(2)] == [[3, 4]]
