@@ -40,6 +40,12 @@ def process_exits(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+def timeline(events: list[dict]) -> list[str]:
+    """`type@ms` of each event, from the first: where a slow job spent its time."""
+    first = events[0]["ts"] if events else 0
+    return [f"{e['type']}@{round(1000 * (e['ts'] - first))}" for e in events]
+
+
 def wait_for_event(worker: WorkerHandle, job_id: str, type_: str) -> int:
     """Follow the stream until an event of `type_` arrives; return its seq."""
     for event in sse_events(worker.client, f"/v1/jobs/{job_id}/events", timeout=60):
@@ -53,11 +59,14 @@ def test_cancel_running_job_within_two_seconds(worker: WorkerHandle) -> None:
     wait_for_event(worker, job_id, "progress")
     started = time.monotonic()
     resp = worker.client.delete(f"/v1/jobs/{job_id}")
+    took = time.monotonic() - started
+    events = worker.events(job_id)
     assert resp.status_code == 200, resp.text
     # The job API's clients know no `cancelled` status: failed, and `cancelled` says why.
     assert (resp.json()["status"], resp.json()["cancelled"]) == ("failed", True)
-    assert time.monotonic() - started < 2.0
-    events = worker.events(job_id)
+    # Once (CI, 0.26) this took 5.0 s, which did not come back in 40 tries under load;
+    # if it does, the message says where the time went.
+    assert took < 2.0, f"cancel took {took:.2f} s; the job's events: {timeline(events)}"
     assert "execution_interrupted" in [e["type"] for e in events]
     assert events[-1]["data"]["status"] == "cancelled"
     # ComfyUI is free for the next job.
