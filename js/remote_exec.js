@@ -241,9 +241,15 @@ function costText(detail) {
   const cost = money(detail.cost, detail.currency);
   const priced = cost ? `${cost}${detail.gpu ? ` on ${plainText(detail.gpu)}` : ""}`
     : "no price set for this backend";
+  // The session's cost only once a job of it had a price: a total of $0 is no price.
   const session = detail.session ?? {};
-  const total = `session: ${Number(session.gpu_seconds ?? 0).toFixed(1)} GPU s, `
-    + `${money(session.cost ?? 0, session.currency ?? "USD")}`;
+  const jobs = Number(session.jobs ?? 0);
+  const unpriced = Number(session.unpriced ?? 0);
+  let total = `session: ${Number(session.gpu_seconds ?? 0).toFixed(1)} GPU s`;
+  if (jobs > unpriced) {
+    total += `, ${money(session.cost ?? 0, session.currency ?? "USD")}`;
+    if (unpriced) total += ` (${unpriced} unpriced)`;
+  }
   return `${seconds} · ${priced} · ${total}`;
 }
 
