@@ -128,12 +128,21 @@ async def add_from_search(page: Any, query: str) -> None:
     canvas = page.locator("#graph-canvas, canvas.graph-canvas").first
     box = await canvas.bounding_box()
     spot = await page.evaluate(EMPTY_SPOT, [box["width"], box["height"]])
-    await page.mouse.dblclick(box["x"] + spot[0], box["y"] + spot[1])
     # 1.27: "Search Nodes..."; 1.45: "Add a node..."
     search = page.locator(
         ".comfy-vue-node-search-container input, .litegraph .graphdialog input, "
         "input[placeholder*='Search'], input[placeholder*='node' i]").first
-    await search.wait_for(timeout=10_000)
+    # Frontend 1.58 in Chromium 156.0.8078.129 lets the first double-click after the
+    # model library closes pass without opening its search (every time here; earlier
+    # Chromium builds opened it); the second opens it, as a user would try again.
+    for attempt in range(3):
+        await page.mouse.dblclick(box["x"] + spot[0], box["y"] + spot[1])
+        try:
+            await search.wait_for(timeout=4_000)
+            break
+        except playwright_api.TimeoutError:
+            if attempt == 2:
+                raise
     await search.fill(query)
     await page.wait_for_timeout(500)  # the search box debounces its query
     await page.keyboard.press("Enter")
