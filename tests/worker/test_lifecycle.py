@@ -64,8 +64,8 @@ def test_cancel_running_job_within_two_seconds(worker: WorkerHandle) -> None:
     assert resp.status_code == 200, resp.text
     # The job API's clients know no `cancelled` status: failed, and `cancelled` says why.
     assert (resp.json()["status"], resp.json()["cancelled"]) == ("failed", True)
-    # Once (CI, 0.26) this took 5.0 s, which did not come back in 40 tries under load;
-    # if it does, the message says where the time went.
+    # Twice (CI, 0.26) this took 5.0 s, the service's whole wait, with the job ended
+    # 10 ms after the interrupt: the wait could miss the end (`test_units`' cancel test).
     assert took < 2.0, f"cancel took {took:.2f} s; the job's events: {timeline(events)}"
     assert "execution_interrupted" in [e["type"] for e in events]
     assert events[-1]["data"]["status"] == "cancelled"

@@ -119,11 +119,13 @@ class EventLog:
                 self._news = asyncio.Event()
             await self._news.wait()
 
-    async def wait(self) -> None:
-        """Until the next event."""
-        if self._news is None:
-            self._news = asyncio.Event()
-        await self._news.wait()
+    async def until_ended(self) -> None:
+        """Until the terminal status is logged. It looks at the log each time it wakes
+        rather than waiting for "the next event", so a burst that ends the job between
+        two of its waits (Python 3.11's `wait_for` starts its coroutine a loop turn
+        late) cannot leave it waiting for an event that never comes."""
+        async for _ in self.batches(self.events[-1].seq if self.events else 0):
+            pass
 
     def drop_previews(self) -> None:
         self.events = [e for e in self.events if not isinstance(e.payload, Preview)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -258,10 +257,8 @@ class JobService:
         assert self.executor is not None
         if not await self.executor.cancel(job_id) and job.life.end(CANCELLED):
             await job.changed()
-        deadline = time.monotonic() + wait
         with contextlib.suppress(asyncio.TimeoutError):
-            while not job.terminal:
-                await asyncio.wait_for(job.log.wait(), deadline - time.monotonic())
+            await asyncio.wait_for(job.log.until_ended(), wait)
         return job
 
     # -- a job moved ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from comfy_remote_exec.protocol import (
     Executed,
     Executing,
     ExecutionCached,
+    ExecutionInterrupted,
     JobStatus,
     Lifecycle,
     OutputFile,
@@ -209,3 +210,55 @@ async def test_a_reader_takes_what_was_logged_together_as_one_batch() -> None:
     assert [[e.seq for e in b] async for b in batches] == [[4]]
     assert [e.seq async for e in job.log.follow(1)] == [2, 3, 4]
     assert [[e.seq for e in b] async for b in job.log.batches(2)] == [[3, 4]]
+
+
+# -- cancelling --------------------------------------------------------------------------
+
+
+class EndingExecutor:
+    """Ends a cancelled job the way the runner does when ComfyUI's last messages come in
+    one burst: `execution_interrupted` `pre` loop turns after the cancel, then
+    `executing`, then the job's end, `gap` turns apart."""
+
+    healthy = True
+
+    def __init__(self, job: Job, pre: int, gap: int) -> None:
+        self.job, self.pre, self.gap = job, pre, gap
+        self.tasks: list[asyncio.Task] = []
+
+    async def cancel(self, job_id: str) -> bool:
+        self.tasks.append(asyncio.get_running_loop().create_task(self._end()))
+        return True
+
+    async def _end(self) -> None:
+        for _ in range(self.pre):
+            await asyncio.sleep(0)
+        await self.job.event(ExecutionInterrupted("1"))
+        for _ in range(self.gap):
+            await asyncio.sleep(0)
+        await self.job.event(Executing(None))
+        for _ in range(self.gap):
+            await asyncio.sleep(0)
+        assert self.job.life.end(FAILED)
+        await self.job.changed()
+
+
+async def test_cancel_returns_as_soon_as_the_job_ends(tmp_path: Path) -> None:
+    """CI saw a cancel answer after its whole 5 s wait while the job had ended 10 ms
+    after the interrupt: the wait woke on each event and could miss the last one (it
+    did for two of these spacings)."""
+    async with httpx.AsyncClient() as http:
+        service = JobService(JobStore(tmp_path / "jobs"), BlobStore(tmp_path / "blobs"), http)
+        for pre in range(4):
+            for gap in range(8):
+                job = Job(id=f"c{pre}{gap}", life=Lifecycle("running"),
+                          listener=service._moved)
+                service.jobs[job.id] = job
+                executor = EndingExecutor(job, pre, gap)
+                service.attach(executor)  # type: ignore[arg-type]
+                started = time.monotonic()
+                cancelled = await service.cancel(job.id, wait=1.0)
+                assert cancelled.status == FAILED
+                assert time.monotonic() - started < 0.5, \
+                    f"the cancel waited past the job's end ({pre=}, {gap=})"
+                await asyncio.gather(*executor.tasks)
