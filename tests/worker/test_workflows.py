@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 import pytest
 
@@ -67,6 +68,22 @@ def test_annotated_input_reference(worker: WorkerHandle) -> None:
     job, _ = worker.run({"workflow": flow, "media": [
         {"name": "annotated.png", "data": base64.b64encode(png_bytes()).decode()}]})
     assert job["status"] == "completed", job
+
+
+def test_a_fast_bar_is_relayed_as_comfyui_026_throttles_it(worker: WorkerHandle) -> None:
+    """A bar updated every 20 ms: its first update, then one when 100 ms passed, and its
+    last; on 0.3.64 by the worker's hook, on 0.26 by ComfyUI itself."""
+    flow = {"1": {"class_type": "RemoteExecBenchTicks",
+                  "inputs": {"ticks": 40, "interval": 0.02, "seed": 7}}}
+    job, events = worker.run({"workflow": flow})
+    assert job["status"] == "completed", job
+    sent = json.loads(job["ui"]["1"]["text"][0])  # when the node made each update
+    values = [e["data"]["value"] for e in events if e["type"] == "progress"]
+    assert values[0] == 1 and values[-1] == 40 and values == sorted(set(values)), values
+    went = [sent[int(v) - 1] for v in values[:-1]]
+    gaps = [round(b - a, 3) for a, b in zip(went, went[1:], strict=False)]
+    assert gaps and all(0.098 <= g <= 0.2 for g in gaps), gaps
+    assert len(values) < 30, "held back"
 
 
 def test_tiny_upscale_model_only_on_worker_emits_progress(worker: WorkerHandle) -> None:

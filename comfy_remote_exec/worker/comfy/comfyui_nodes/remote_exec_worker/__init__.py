@@ -9,6 +9,11 @@ prompt as the user wrote it: each node's `_meta["remote_exec_user_inputs"]`
 holds the user's own values, put back here and then dropped. So a file saved
 remotely carries the same metadata as one saved locally.
 
+A ComfyUI older than v0.26 also gets v0.26's progress throttle (`_throttle_progress`):
+a bar's updates at most every 100 ms, so a remote run relays what a local run on
+today's ComfyUI shows, and a fast loop of ticks does not wake the worker, the
+user's ComfyUI and the browser 30 times a second while torch wants every core.
+
 In snapshot mode (`REMOTE_EXEC_SNAPSHOT=1`) the prestartup script has loaded
 the `snapshot` package beside this file, and this module adds its restore and
 status routes to ComfyUI's server (see snapshot/__init__.py).
@@ -21,9 +26,15 @@ from __future__ import annotations
 
 import copy
 import sys
+import time
 from typing import Any
 
 USER_VALUES = "remote_exec_user_inputs"  # keep equal to worker.inputs.prepare.USER_VALUES
+# ComfyUI v0.26's rule (comfy/utils.py, PROGRESS_THROTTLE_MIN_*): an update goes when
+# 100 ms passed and the bar moved 0.5 % since the last one that went; the first, the
+# last and any with a preview always go.
+THROTTLE_INTERVAL = 0.1
+THROTTLE_PERCENT = 0.5
 
 NODE_CLASS_MAPPINGS: dict[str, Any] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
@@ -67,6 +78,38 @@ def _install() -> None:
     cls._remote_exec_hooked = True
 
 
+def _throttle_progress() -> None:
+    """Give a ComfyUI without it (0.3.64) v0.26's progress throttle. A held-back
+    update still moves the bar's `current` and still stops the node on an interrupt
+    (the check ComfyUI's hook makes)."""
+    try:
+        from comfy import model_management, utils
+    except ImportError:
+        return
+    bar = utils.ProgressBar
+    if hasattr(utils, "PROGRESS_THROTTLE_MIN_INTERVAL") or hasattr(bar, "_remote_exec_sent"):
+        return
+    update = bar.update_absolute
+
+    def update_absolute(self: Any, value: Any, total: Any = None, preview: Any = None) -> None:
+        if total is not None:
+            self.total = total
+        value = min(value, self.total)
+        now, sent = time.perf_counter(), self._remote_exec_sent
+        if self.hook is not None and preview is None and sent is not None \
+                and value < self.total:
+            moved = 100.0 * (value - max(0, sent[1])) / self.total if self.total > 0 else 100.0
+            if now - sent[0] < THROTTLE_INTERVAL or moved < THROTTLE_PERCENT:
+                self.current = value
+                model_management.throw_exception_if_processing_interrupted()
+                return
+        self._remote_exec_sent = (now, value)
+        update(self, value, total, preview)
+
+    bar._remote_exec_sent = None  # (time, value) of the last update that went
+    bar.update_absolute = update_absolute
+
+
 def _snapshot_routes() -> None:
     snapshot = sys.modules.get("remote_exec_snapshot")  # loaded by prestartup_script.py
     if snapshot is not None:
@@ -74,4 +117,5 @@ def _snapshot_routes() -> None:
 
 
 _install()
+_throttle_progress()
 _snapshot_routes()
