@@ -80,9 +80,11 @@ def test_a_fast_bar_is_relayed_as_comfyui_026_throttles_it(worker: WorkerHandle)
     sent = json.loads(job["ui"]["1"]["text"][0])  # when the node made each update
     values = [e["data"]["value"] for e in events if e["type"] == "progress"]
     assert values[0] == 1 and values[-1] == 40 and values == sorted(set(values)), values
+    # The node stamps an update just before making it, a switch of the GIL (5 ms)
+    # from when ComfyUI's hook looks at the clock.
     went = [sent[int(v) - 1] for v in values[:-1]]
     gaps = [round(b - a, 3) for a, b in zip(went, went[1:], strict=False)]
-    assert gaps and all(0.098 <= g <= 0.2 for g in gaps), gaps
+    assert gaps and all(0.09 <= g <= 0.2 for g in gaps), gaps
     assert len(values) < 30, "held back"
 
 
