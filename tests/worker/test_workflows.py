@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 
 import pytest
@@ -83,7 +84,7 @@ def test_a_fast_bar_is_relayed_as_comfyui_026_throttles_it(worker: WorkerHandle)
     # The node stamps an update just before making it, a switch of the GIL (5 ms)
     # from when ComfyUI's hook looks at the clock.
     went = [sent[int(v) - 1] for v in values[:-1]]
-    gaps = [round(b - a, 3) for a, b in zip(went, went[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(went)]
     assert gaps and all(0.09 <= g <= 0.2 for g in gaps), gaps
     assert len(values) < 30, "held back"
 
