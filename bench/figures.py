@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -70,7 +71,9 @@ async def timed_run(client: LocalClient, flow: dict[str, Any]) -> float:
 
 async def overhead(stack: HttpStack, runs: int, make: Callable[[int], dict[str, Any]]
                    ) -> dict[str, Any]:
-    """Extension (local backend) against a direct POST to the worker's ComfyUI, interleaved."""
+    """Extension (local backend) against a direct POST to the worker's ComfyUI, in pairs
+    whose order alternates (a run after the other kind, as often as before it), with
+    the 90 % interval of `added_ms` and `ratio` over the pairs."""
     fresh = Counter()
     async with aiohttp.ClientSession() as session:
         direct = LocalClient(stack.comfy_url, session, remote=False)
@@ -80,16 +83,37 @@ async def overhead(stack: HttpStack, runs: int, make: Callable[[int], dict[str, 
         await timed_run(direct, make(fresh()))  # warm both paths (model load, imports)
         await timed_run(remote, make(fresh()))
         times: dict[str, list[float]] = {"direct": [], "extension": []}
-        for _ in range(runs):
-            times["direct"].append(await timed_run(direct, make(fresh())))
-            times["extension"].append(await timed_run(remote, make(fresh())))
+        for i in range(runs):
+            order = ("direct", "extension") if i % 2 == 0 else ("extension", "direct")
+            for kind in order:
+                client = direct if kind == "direct" else remote
+                times[kind].append(await timed_run(client, make(fresh())))
         await direct.close()
         await remote.close()
     direct_m = statistics.median(times["direct"])
     ext_m = statistics.median(times["extension"])
+    added = interval(times["direct"], times["extension"],
+                     lambda d, e: 1000 * (statistics.median(e) - statistics.median(d)))
+    ratio = interval(times["direct"], times["extension"],
+                     lambda d, e: statistics.median(e) / statistics.median(d))
     return {"direct_s": stats(times["direct"]), "extension_s": stats(times["extension"]),
             "added_ms": round(1000 * (ext_m - direct_m), 1),
-            "ratio": round(ext_m / direct_m, 3)}
+            "added_ms_90": [round(v, 1) for v in added],
+            "ratio": round(ext_m / direct_m, 3), "ratio_90": [round(v, 3) for v in ratio]}
+
+
+def interval(direct: list[float], extension: list[float],
+             figure: Callable[[list[float], list[float]], float],
+             level: float = 0.9, resamples: int = 2000) -> tuple[float, float]:
+    """The `level` interval of `figure` (of the two series' medians) by a bootstrap over
+    the pairs: how far another run of the same pairs could land on this machine. A
+    target inside it is met or missed by chance, whatever the one value says."""
+    rng = random.Random(0)
+    pairs = list(zip(direct, extension, strict=True))
+    values = sorted(figure(*map(list, zip(*(rng.choice(pairs) for _ in pairs), strict=True)))
+                    for _ in range(resamples))
+    tail = round((1 - level) / 2 * (resamples - 1))
+    return values[tail], values[-1 - tail]
 
 
 def tiny_flow(color: int) -> dict[str, Any]:

@@ -30,3 +30,28 @@ def test_bench_tiny_writes_every_key(comfy_install: ComfyInstall, tmp_path: Path
         assert isinstance(entry["value"], (int, float)), key
         assert {"target", "met", "what"} <= set(entry), key
     assert (tmp_path / "latest.md").read_text().count("\n| `") == len(TARGETS)
+    for key in ("overhead_tiny_ms", "overhead_ratio_upscale"):
+        low, high = report["results"][key]["interval"]
+        assert low <= high, key
+
+
+def test_the_interval_spans_what_resampling_the_pairs_gives() -> None:
+    """A constant ratio has no spread; a noisy one gets an interval around its value,
+    the same on every call (the bootstrap's seed is fixed)."""
+    sys.path.insert(0, str(REPO))
+    import random
+    import statistics
+
+    from bench.figures import interval
+
+    def ratio(d: list[float], e: list[float]) -> float:
+        return statistics.median(e) / statistics.median(d)
+
+    direct = [0.5 + 0.001 * i for i in range(30)]
+    low, high = interval(direct, [1.1 * d for d in direct], ratio)
+    assert low == pytest.approx(1.1) and high == pytest.approx(1.1)
+    rng = random.Random(7)
+    noisy = [d * 1.02 + rng.gauss(0, 0.02) for d in direct]
+    low, high = interval(direct, noisy, ratio)
+    assert low < ratio(direct, noisy) < high and high - low > 0.01
+    assert interval(direct, noisy, ratio) == (low, high)

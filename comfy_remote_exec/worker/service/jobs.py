@@ -6,8 +6,9 @@ reader, with no other stop on the way. What the service must do when a job
 moves (webhooks, pruning) reaches it through the job's `listener`.
 
 Each job has a directory with `job.json` (rewritten atomically: temp file,
-then rename) and `events.jsonl` (appended, written out within 50 ms, and at
-once when the job ends). A worker restart therefore loses
+then rename) and `events.jsonl` (appended; written out at most every 50 ms
+while events flow, within a second once they stop, and at once when the job
+ends). A worker restart therefore loses
 no record (neither is synced to disk at each step: that is the extension's
 journal's job, which holds what a client paid for, and it costs each job
 milliseconds here); jobs that were queued or running at the time are marked failed with
@@ -48,7 +49,8 @@ from ...protocol import (
     Progress,
 )
 
-FLUSH_DELAY = 0.05  # seconds an event log's lines may wait in its buffer
+FLUSH_EVERY = 0.05  # seconds: a busy log is written out at most this often...
+FLUSH_QUIET = 1.0  # ...and a quiet one's lines wait at most this long
 
 
 class LogStore(Protocol):
@@ -318,7 +320,9 @@ class JobStore:
         self._waiting: dict[str, list[str]] = {}  # event lines of jobs not saved yet
         self._ended: set[str] = set()  # of those, the ones whose log is complete
         self._dirty: set[str] = set()  # logs with lines not written out yet
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_due = 0.0  # when the pending write-out runs (monotonic)
+        self._flushed_at = 0.0
 
     def _dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -372,23 +376,37 @@ class JobStore:
         self._flush_soon(job_id)
 
     def _flush_soon(self, job_id: str) -> None:
-        """Write a log's buffered lines out within `FLUSH_DELAY` (a syscall per event
-        costs a busy job's progress events as much as their JSON)."""
+        """Write a log's buffered lines out soon: a syscall per event would cost a busy
+        job's progress events as much as their JSON.
+
+        An event that comes `FLUSH_EVERY` after the last write-out has it done in the
+        same loop turn, after the stream's readers had their turn; otherwise a timer
+        writes the lines out after `FLUSH_QUIET`, unless an event does first. So a
+        running job's log never wakes the worker on its own: a timer per write-out
+        was a wake of its own between two of a job's progress ticks, on the cores
+        the job computes on."""
         self._dirty.add(job_id)
-        if self._flush_timer is not None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a tool reading the store): at once
             self.flush()
             return
-        self._flush_timer = loop.call_later(FLUSH_DELAY, self.flush)
+        now = time.monotonic()
+        due = now if now - self._flushed_at >= FLUSH_EVERY else now + FLUSH_QUIET
+        if self._flush_handle is not None:
+            if self._flush_due <= due:
+                return
+            self._flush_handle.cancel()
+        self._flush_due = due
+        self._flush_handle = (loop.call_soon(self.flush) if due == now
+                              else loop.call_later(FLUSH_QUIET, self.flush))
 
     def flush(self) -> None:
         """Write out every log's buffered lines (also on the way out)."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-        self._flush_timer = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_handle = None
+        self._flushed_at = time.monotonic()
         for job_id in self._dirty:
             fh = self._logs.get(job_id)
             if fh is not None:

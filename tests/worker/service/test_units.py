@@ -23,7 +23,7 @@ from comfy_remote_exec.protocol import (
     Progress,
 )
 from comfy_remote_exec.worker.inputs.blobs import BlobStore
-from comfy_remote_exec.worker.service.jobs import Job, JobStore
+from comfy_remote_exec.worker.service.jobs import FLUSH_EVERY, Job, JobStore
 from comfy_remote_exec.worker.service.service import RECENT_RUNS, JobService
 from comfy_remote_exec.worker.service.webhooks import WebhookSender
 
@@ -173,7 +173,7 @@ def test_events_before_the_first_save_wait_in_memory(tmp_path: Path) -> None:
 
 
 async def test_a_running_jobs_log_is_written_out_in_batches(tmp_path: Path) -> None:
-    """Lines wait in the buffer for at most FLUSH_DELAY, not a syscall each; the end
+    """Lines wait in the buffer for at most FLUSH_QUIET, not a syscall each; the end
     of the job writes and closes the log at once; `flush` (the way out) writes all."""
     store = JobStore(tmp_path)
     job = Job(id="busy")
@@ -189,6 +189,32 @@ async def test_a_running_jobs_log_is_written_out_in_batches(tmp_path: Path) -> N
     assert len(path.read_text().splitlines()) == 6
     job.log.append(JobStatus(FAILED))
     assert len(path.read_text().splitlines()) == 7 and "busy" not in store._logs
+
+
+async def test_a_busy_log_is_written_out_by_its_events_not_by_a_timer(tmp_path: Path
+                                                                     ) -> None:
+    """An event that comes FLUSH_EVERY after the last write-out has the log written in
+    its own loop turn; one sooner leaves its line buffered under a timer of
+    FLUSH_QUIET, which the next late-enough event makes needless."""
+    store = JobStore(tmp_path)
+    job = Job(id="ticks")
+    store.log_for(job)
+    store.save(job)
+    path = tmp_path / "ticks" / "events.jsonl"
+    job.log.append(Progress(1, 3, "1"))
+    await asyncio.sleep(0)  # one loop turn: the readers', then the write-out
+    assert len(path.read_text().splitlines()) == 1
+    job.log.append(Progress(2, 3, "1"))
+    await asyncio.sleep(0)
+    assert len(path.read_text().splitlines()) == 1  # within FLUSH_EVERY: buffered
+    timer = store._flush_handle
+    assert isinstance(timer, asyncio.TimerHandle)
+    assert timer.when() - asyncio.get_running_loop().time() > 10 * FLUSH_EVERY
+    store._flushed_at -= FLUSH_EVERY  # as though the next tick came 50 ms later
+    job.log.append(Progress(3, 3, "1"))
+    await asyncio.sleep(0)
+    assert len(path.read_text().splitlines()) == 3
+    assert timer.cancelled() and store._flush_handle is None
 
 
 async def test_a_reader_takes_what_was_logged_together_as_one_batch() -> None:
