@@ -48,6 +48,10 @@ from .streams import copy_body, file_chunks, http_client
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 PART_SIZE = 32 * 1024 * 1024  # the bytes of one upload or download request
 STEADY = 5.0  # seconds an event stream stayed up: its end was a cut, not a failure
+# A followed stream that carries nothing this long is dead (the worker sends a
+# comment after 15 s of quiet): it is resumed. Not for the submission's own stream,
+# whose answer waits for the job's inputs to be ready.
+SILENT_STREAM = 60.0
 CUT_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
@@ -311,7 +315,7 @@ class JobApiClient:
                         source = await stack.enter_async_context(aconnect_sse(
                             self.client, "GET", f"{self.url}/v1/jobs/{job_id}/events",
                             params={"after": after}, headers=dict(self.headers),
-                            timeout=httpx.Timeout(60.0, read=None)))
+                            timeout=httpx.Timeout(60.0, read=SILENT_STREAM)))
                         if _is_cut(source.response):
                             raise _Cut(f"HTTP {source.response.status_code}")
                         if not source.response.is_success:

@@ -21,8 +21,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from comfy_remote_exec.jobapi import client as client_module
 from comfy_remote_exec.jobapi.client import Following, JobApiClient
-from comfy_remote_exec.protocol import COMPLETED, Event, JobSpec, Lifecycle, Progress
+from comfy_remote_exec.protocol import (
+    COMPLETED,
+    Event,
+    JobSpec,
+    JobStatus,
+    Lifecycle,
+    Progress,
+)
 from comfy_remote_exec.worker.app import build_app
 from comfy_remote_exec.worker.comfy.outputs import ComfyDirs
 from comfy_remote_exec.worker.inputs.blobs import BlobStore
@@ -170,3 +178,36 @@ async def test_a_worker_that_answers_with_json_gives_no_stream() -> None:
             assert await client.submit_following(JobSpec(workflow=FLOW)) == ("older", None)
         finally:
             await client.close()
+
+
+async def test_a_followed_stream_that_goes_silent_is_resumed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that carries nothing, not even the worker's keep-alive comment, for
+    SILENT_STREAM (here 0.3 s) is taken for dead, as a half-open connection behind a
+    proxy would be, and resumed after its last event."""
+    monkeypatch.setattr(client_module, "SILENT_STREAM", 0.3)
+    asked: list[str] = []
+    hang = asyncio.Event()  # never set: the first stream stays open and silent
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        asked.append(request.query["after"])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if request.query["after"] == "0":
+            first = Event(1, Progress(1, 2, node="1"), "j")
+            await resp.write(f"id: 1\nevent: progress\ndata: {first.wire_json()}\n\n".encode())
+            await hang.wait()
+        last = Event(2, JobStatus(COMPLETED), "j")
+        await resp.write(f"id: 2\nevent: job_status\ndata: {last.wire_json()}\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/j/events", events)
+    async with TestServer(app) as server:
+        client = JobApiClient(str(server.make_url("")))
+        try:
+            async with asyncio.timeout(10):
+                got = [e.seq async for e in client.events("j")]
+        finally:
+            await client.close()
+    assert got == [1, 2] and asked == ["0", "1"]

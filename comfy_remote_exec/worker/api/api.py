@@ -24,6 +24,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,6 +54,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("remote_exec_service", JobService)
 DIRS = web.AppKey("remote_exec_dirs", ComfyDirs)
 PUBLIC_PATHS = frozenset({"/health"})
+# An event stream quiet this long (a node that reports nothing, a model loading) gets
+# an SSE comment, which every SSE client skips: proxies that cut idle connections
+# (60 s at nginx's and most load balancers' defaults) leave it alone.
+KEEPALIVE = 15.0
 PLAIN_ERRORS = "polling."  # the name prefix of routes whose errors are {"error": "<message>"}
 
 
@@ -132,6 +137,19 @@ async def event_stream(request: web.Request, job: Job, after: int, *, status: in
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no", "X-Remote-Exec-Protocol": str(PROTOCOL_VERSION)})
     await resp.prepare(request)
+    wrote = [time.monotonic()]  # when the stream last carried something
+
+    async def keep_alive() -> None:
+        with contextlib.suppress(ConnectionResetError, RuntimeError):  # client gone
+            while True:
+                quiet = time.monotonic() - wrote[0]
+                if quiet < KEEPALIVE:
+                    await asyncio.sleep(KEEPALIVE - quiet)
+                    continue
+                await resp.write(b": keep-alive\n\n")
+                wrote[0] = time.monotonic()
+
+    pulse = asyncio.create_task(keep_alive())
     try:
         if first is not None:
             data = json.dumps(first, separators=(",", ":"))
@@ -140,9 +158,13 @@ async def event_stream(request: web.Request, job: Job, after: int, *, status: in
             # The events logged together go out as one write: the client wakes once.
             await resp.write("".join(f"id: {event.seq}\nevent: {event.type}\ndata: "
                                      f"{event.wire_json()}\n\n" for event in batch).encode())
+            wrote[0] = time.monotonic()
+        pulse.cancel()
         await resp.write_eof()
     except ConnectionResetError:
         pass  # the client went away; it resumes with GET .../events?after=
+    finally:
+        pulse.cancel()
     return resp
 
 

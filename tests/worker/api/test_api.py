@@ -24,6 +24,7 @@ from comfy_remote_exec.protocol import (
     Progress,
     ProgressState,
 )
+from comfy_remote_exec.worker.api import api as api_module
 from comfy_remote_exec.worker.api.api import (
     DIRS,
     SERVICE,
@@ -235,5 +236,36 @@ async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
         job.life.end("completed")
         await job.changed()
         assert b"event: job_status" in await chunk()
+    finally:
+        writer.close()
+
+
+async def test_a_quiet_event_stream_sends_keep_alive_comments(
+        api: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that reports nothing for a while: the stream carries an SSE comment after
+    KEEPALIVE of quiet (here 50 ms), so no proxy takes it for idle; events go on as
+    before (an SSE client skips a comment)."""
+    monkeypatch.setattr(api_module, "KEEPALIVE", 0.05)
+    client, service = api
+    job = Job(id="quiet", life=Lifecycle(RUNNING), listener=service._moved)
+    service.store.log_for(job)
+    service.jobs[job.id] = job
+    await job.event(Progress(1, 4, node="1"))
+    reader, writer = await asyncio.open_connection(client.base_url.host, client.base_url.port)
+
+    async def chunk() -> bytes:
+        size = int((await asyncio.wait_for(reader.readline(), 10)).strip(), 16)
+        data = await reader.readexactly(size + 2)
+        return data[:-2]
+
+    try:
+        writer.write(f"GET /v1/jobs/{job.id}/events HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b"event: progress" in await chunk()
+        assert await chunk() == b": keep-alive\n\n"
+        assert await chunk() == b": keep-alive\n\n"
+        await job.event(Progress(2, 4, node="1"))
+        assert b"id: 2\nevent: progress" in await chunk()
     finally:
         writer.close()
