@@ -123,7 +123,8 @@ def tiny_flow(color: int) -> dict[str, Any]:
 
 
 def upscale_flow(color: int, size: int = 1448) -> dict[str, Any]:
-    """The tiny upscaler on `size`², about 1 s on this 2-core machine at 1448²."""
+    """The tiny upscaler on `size`²: at 1448², 0.72 s on this 2-core machine when its
+    target was set (November 2026), 0.49-0.55 s in December."""
     flow = workflow("upscale_tiny")
     flow["1"]["inputs"].update(width=size, height=size, color=color)
     return flow
