@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -205,15 +206,20 @@ async def test_protocol_version_is_negotiated(api: tuple) -> None:
     assert health["protocol"] == 2 and health["protocols"] == [2]
 
 
-async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
-    """ComfyUI sends a `progress_state` and its `progress` back to back: the event stream
-    writes them as one HTTP chunk, so the client wakes once for the pair. Read off the
-    socket, where the chunked encoding shows each write of the worker."""
-    client, service = api
-    job = Job(id="burst", life=Lifecycle(RUNNING), listener=service._moved)
+async def running_job(service: JobService, job_id: str) -> Job:
+    """A running job the service holds, its first event (a `progress`) logged."""
+    job = Job(id=job_id, life=Lifecycle(RUNNING), listener=service._moved)
     service.store.log_for(job)
     service.jobs[job.id] = job
     await job.event(Progress(1, 4, node="1"))
+    return job
+
+
+@asynccontextmanager
+async def raw_events(client: httpx.AsyncClient, job_id: str
+                     ) -> AsyncIterator[Callable[[], Awaitable[bytes]]]:
+    """GET the job's events over a bare socket; yields a reader of the next HTTP chunk,
+    where the chunked encoding shows each write of the worker."""
     reader, writer = await asyncio.open_connection(client.base_url.host, client.base_url.port)
 
     async def chunk() -> bytes:
@@ -222,10 +228,21 @@ async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
         return data[:-2]
 
     try:
-        writer.write(f"GET /v1/jobs/{job.id}/events HTTP/1.1\r\nHost: x\r\n"
+        writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n"
                      f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert b"200" in head.split(b"\r\n")[0] and b"chunked" in head.lower()
+        yield chunk
+    finally:
+        writer.close()
+
+
+async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
+    """ComfyUI sends a `progress_state` and its `progress` back to back: the event stream
+    writes them as one HTTP chunk, so the client wakes once for the pair."""
+    client, service = api
+    job = await running_job(service, "burst")
+    async with raw_events(client, job.id) as chunk:
         assert b"event: progress" in await chunk()
         await job.event(ProgressState({"1": NodeProgress(2, 4, "running", "1")}))
         await job.event(Progress(2, 4, node="1"))
@@ -236,8 +253,6 @@ async def test_events_logged_together_go_out_as_one_write(api: tuple) -> None:
         job.life.end("completed")
         await job.changed()
         assert b"event: job_status" in await chunk()
-    finally:
-        writer.close()
 
 
 async def test_a_quiet_event_stream_sends_keep_alive_comments(
@@ -247,25 +262,10 @@ async def test_a_quiet_event_stream_sends_keep_alive_comments(
     before (an SSE client skips a comment)."""
     monkeypatch.setattr(api_module, "KEEPALIVE", 0.05)
     client, service = api
-    job = Job(id="quiet", life=Lifecycle(RUNNING), listener=service._moved)
-    service.store.log_for(job)
-    service.jobs[job.id] = job
-    await job.event(Progress(1, 4, node="1"))
-    reader, writer = await asyncio.open_connection(client.base_url.host, client.base_url.port)
-
-    async def chunk() -> bytes:
-        size = int((await asyncio.wait_for(reader.readline(), 10)).strip(), 16)
-        data = await reader.readexactly(size + 2)
-        return data[:-2]
-
-    try:
-        writer.write(f"GET /v1/jobs/{job.id}/events HTTP/1.1\r\nHost: x\r\n"
-                     f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
-        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    job = await running_job(service, "quiet")
+    async with raw_events(client, job.id) as chunk:
         assert b"event: progress" in await chunk()
         assert await chunk() == b": keep-alive\n\n"
         assert await chunk() == b": keep-alive\n\n"
         await job.event(Progress(2, 4, node="1"))
         assert b"id: 2\nevent: progress" in await chunk()
-    finally:
-        writer.close()
