@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     frozen.add_argument("--workflow", action="append", metavar="FILE",
                         help="a workflow (UI or API format) whose models to list; repeat "
                         "for more (default: every saved workflow, user/default/workflows)")
+    frozen.add_argument("--extra-model-paths-config", action="append", metavar="FILE",
+                        help="an extra_model_paths.yaml whose folders ComfyUI also searches; "
+                        "repeat for more (default: the install's own, if it has one)")
     frozen.add_argument("--object-info", metavar="FILE|URL",
                         help="the local ComfyUI's /object_info, to record node types")
     frozen.add_argument("--base", metavar="STACK",
@@ -93,7 +96,9 @@ def run_freeze(args: argparse.Namespace) -> None:
                     base_dir=Path(args.base_directory) if args.base_directory else None,
                     workflows=[Path(w) for w in args.workflow] if args.workflow else None,
                     object_info=_object_info(args.object_info),
-                    base=load_stack(base_file) if base_file else None)
+                    base=load_stack(base_file) if base_file else None,
+                    extra_model_paths=[Path(c) for c in args.extra_model_paths_config]
+                    if args.extra_model_paths_config else None)
     text = render(frozen)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

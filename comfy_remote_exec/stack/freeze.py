@@ -12,7 +12,9 @@ on, this reads, without starting ComfyUI:
   anything else cannot be pinned and is reported, not written;
 - the models the chosen workflows use (UI or API format; by default every
   saved workflow under `user/default/workflows`), found by name in the
-  install's `models/<folder>` folders, with size and sha256. Their URLs come
+  install's `models/<folder>` folders and those its `extra_model_paths.yaml`
+  adds (`extra_paths.py`; custom node folders it adds are read too), with
+  size and sha256. Their URLs come
   from a reference stack file (`--base`, matched by folder/name or sha256);
   a model with none gets `needs_url: true`, which `stack show` and the image
   build report.
@@ -30,11 +32,12 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from .extra_paths import SearchPath, configs_of, search_paths
 from .spec import ComfyUISource, CustomNode, Model, Stack, StackError, parse_stack
 
 DEFAULT_COMFYUI_REPO = "https://github.com/comfyanonymous/ComfyUI"
@@ -227,25 +230,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def freeze_models(models_dir: Path, names: list[str], base: Stack | None
-                  ) -> tuple[list[Model], list[str]]:
-    folders = sorted(p for p in models_dir.iterdir() if p.is_dir()) \
-        if models_dir.is_dir() else []
+def freeze_models(search: list[SearchPath], names: list[str], base: Stack | None,
+                  where: str = "the model folders") -> tuple[list[Model], list[str]]:
+    """Each model where ComfyUI would find it first; a name that would leave its folder
+    (absolute, or with `..`) is found nowhere."""
     known = {m.relpath: m for m in base.models} if base else {}
     by_sha = {m.sha256: m for m in base.models if m.sha256} if base else {}
     models, notes = [], []
     for name in names:
-        hits = [f for f in folders if (f / name).is_file()]
-        if not hits:
-            notes.append(f"model {name}: used by a workflow but in none of "
-                         f"{models_dir}'s folders")
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        inside = bool(parts) and parts[0] != "/" and ".." not in parts
+        hit = next((p for p in search if inside and (p.path / name).is_file()), None)
+        if hit is None:
+            notes.append(f"model {name}: used by a workflow but in none of {where}")
             continue
-        folder = hits[0]
-        path = folder / name
+        path = hit.path / name
         sha = sha256_of(path)
-        source = known.get(f"{folder.name}/{name}") or by_sha.get(sha)
+        source = known.get(f"{hit.folder}/{name}") or by_sha.get(sha)
         url = source.url if source else None
-        models.append(Model(name=name, url=url, folder=folder.name,
+        models.append(Model(name=name, url=url, folder=hit.folder,
                             size=path.stat().st_size, sha256=sha,
                             token_env=source.token_env if source else None))
     return models, notes
@@ -263,20 +266,29 @@ def load_workflows(paths: Iterable[Path]) -> list[Any]:
 
 def freeze(comfyui: Path, *, base_dir: Path | None = None,
            workflows: Iterable[Path] | None = None, object_info: Mapping[str, Any] | None = None,
-           base: Stack | None = None) -> Frozen:
+           base: Stack | None = None, extra_model_paths: list[Path] | None = None) -> Frozen:
     """The stack of the install at `comfyui` (its data under `base_dir`, by default the
-    install itself); models of `workflows`, by default every saved workflow."""
+    install itself); models of `workflows`, by default every saved workflow; folders
+    added by `extra_model_paths` files, by default the install's own file if any."""
     data = base_dir or comfyui
     source, note = comfyui_source(comfyui)
     notes = [note] if note else []
-    nodes, node_notes = freeze_nodes(data / "custom_nodes", node_types_by_package(
-        object_info or {}))
+    configs = configs_of(comfyui, extra_model_paths)
+    search = search_paths(data, configs)
+    types = node_types_by_package(object_info or {})
+    nodes: list[CustomNode] = []
+    for place in (p for p in search if p.folder == "custom_nodes"):
+        more, node_notes = freeze_nodes(place.path, types)
+        nodes += [n for n in more if n.name not in {k.name for k in nodes}]
+        notes += node_notes
     if workflows is None:
         workflows = sorted((data / "user" / "default" / "workflows").glob("*.json"))
-    models, model_notes = freeze_models(data / "models",
-                                        model_names(load_workflows(workflows)), base)
+    where = f"{data / 'models'}'s folders" + (
+        f" or those of {', '.join(str(c) for c in configs)}" if configs else "")
+    models, model_notes = freeze_models([p for p in search if p.folder != "custom_nodes"],
+                                        model_names(load_workflows(workflows)), base, where)
     stack = Stack(comfyui=source, custom_nodes=tuple(nodes), models=tuple(models))
-    return Frozen(stack, notes + node_notes + model_notes)
+    return Frozen(stack, notes + model_notes)
 
 
 # -- writing ---------------------------------------------------------------------------
