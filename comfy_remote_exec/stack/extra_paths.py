@@ -64,8 +64,8 @@ def read_extra_paths(config: Path) -> list[SearchPath]:
             root = Path(os.path.expandvars(os.path.expanduser(str(base))))
             root = root if root.is_absolute() else here / root
         for folder, value in entries.items():
-            lines = value if isinstance(value, list) else str(value).split("\n") \
-                if isinstance(value, str) else None
+            lines = value.split("\n") if isinstance(value, str) else \
+                value if isinstance(value, list) else None
             if lines is None:
                 raise StackError(f"{config}: {name}.{folder} is not a path")
             for line in (str(item).strip() for item in lines):

@@ -279,7 +279,8 @@ def freeze(comfyui: Path, *, base_dir: Path | None = None,
     nodes: list[CustomNode] = []
     for place in (p for p in search if p.folder == "custom_nodes"):
         more, node_notes = freeze_nodes(place.path, types)
-        nodes += [n for n in more if n.name not in {k.name for k in nodes}]
+        seen = {n.name for n in nodes}  # the stack names each node folder once
+        nodes += [n for n in more if n.name not in seen]
         notes += node_notes
     if workflows is None:
         workflows = sorted((data / "user" / "default" / "workflows").glob("*.json"))
