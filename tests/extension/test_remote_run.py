@@ -248,7 +248,9 @@ async def test_remote_off_runs_locally_with_the_same_output(
     local_prompts = launched.prompts_logged()
     local_id, local_msgs = await client.run(flow, remote=False,
                                             extra_data={"remote_exec": False})
-    assert launched.prompts_logged() == local_prompts + 1
+    # Its "got prompt" line comes through the launcher's output pipe, maybe after the run.
+    await eventually(lambda: launched.prompts_logged() > local_prompts,
+                     "the local ComfyUI's own /prompt handler ran the mode-off run", timeout=10)
     [remote_out] = executed(remote_msgs)[0]["output"]["images"]
     [local_out] = executed(local_msgs)[0]["output"]["images"]
     remote_file = launched.local / "output" / remote_out["filename"]
