@@ -321,7 +321,6 @@ class JobStore:
         self._ended: set[str] = set()  # of those, the ones whose log is complete
         self._dirty: set[str] = set()  # logs with lines not written out yet
         self._flush_handle: asyncio.Handle | None = None
-        self._flush_due = 0.0  # when the pending write-out runs (monotonic)
         self._flushed_at = 0.0
 
     def _dir(self, job_id: str) -> Path:
@@ -391,14 +390,13 @@ class JobStore:
         except RuntimeError:  # no loop (a tool reading the store): at once
             self.flush()
             return
-        now = time.monotonic()
-        due = now if now - self._flushed_at >= FLUSH_EVERY else now + FLUSH_QUIET
-        if self._flush_handle is not None:
-            if self._flush_due <= due:
-                return
-            self._flush_handle.cancel()
-        self._flush_due = due
-        self._flush_handle = (loop.call_soon(self.flush) if due == now
+        busy = time.monotonic() - self._flushed_at >= FLUSH_EVERY
+        pending = self._flush_handle
+        if pending is not None:
+            if not busy or not isinstance(pending, asyncio.TimerHandle):
+                return  # a write-out as soon or sooner is on its way
+            pending.cancel()  # the quiet timer: this turn writes instead
+        self._flush_handle = (loop.call_soon(self.flush) if busy
                               else loop.call_later(FLUSH_QUIET, self.flush))
 
     def flush(self) -> None:
